@@ -1,0 +1,29 @@
+"""The small contracts every feed parser meets, and the dead-letter record for what cannot be parsed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Protocol
+
+from server.engine.events import Event
+
+
+class DeadLetter(NamedTuple):
+    """One input that could not be turned into events: kept with the reason, never dropped silently."""
+
+    source: str
+    reason: str
+    raw: str
+    ts_recv: int
+
+
+class DeadLetterSink(Protocol):
+    """Where parsers put what they could not parse (a list works: it has ``append``)."""
+
+    def append(self, item: DeadLetter, /) -> None: ...
+
+
+class RecordParser(Protocol):
+    """Pure: raw records of one source in, normalized events out; no I/O, no clock."""
+
+    def parse(self, records: Iterable[str], dead_letters: DeadLetterSink) -> Iterator[Event]: ...

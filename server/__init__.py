@@ -1,0 +1,1 @@
+"""mds server: the state engine, the gRPC service and the CLI."""

@@ -1,0 +1,149 @@
+"""The L2 order book of one (venue, symbol): levels, sequence state, consistency and crossed flags.
+
+Each side is a dict ``price -> size`` plus a sorted list of keys kept with ``bisect`` (the fastest of the
+structures measured in ../shared/docs/python-ceilings.md). Bids are keyed by ``-price`` so both key lists
+ascend from the best level. Prices and sizes are ints at scale 1e-9.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from enum import IntEnum
+from itertools import islice
+
+from server.engine.events import Level
+
+
+class BookStatus(IntEnum):
+    """Numbers match marketdata.v1.BookStatus."""
+
+    UNSPECIFIED = 0
+    CONSISTENT = 1
+    AWAITING_RESYNC = 2
+    CROSSED = 3
+
+
+class L2Book:
+    """Levels of one venue's book for one symbol.
+
+    ``version`` counts accepted snapshots and deltas (one each), so a snapshot taken at version v is
+    followed exactly by the deltas that carry v+1, v+2, ... in the engine's emission order.
+    """
+
+    __slots__ = (
+        "ask_keys",
+        "asks",
+        "bid_keys",
+        "bids",
+        "crossed",
+        "last_ts_event",
+        "last_ts_recv",
+        "seq",
+        "symbol",
+        "synced",
+        "venue",
+        "version",
+    )
+
+    def __init__(self, venue: str, symbol: str) -> None:
+        self.venue = venue
+        self.symbol = symbol
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.bid_keys: list[int] = []  # -price, ascending: best bid first
+        self.ask_keys: list[int] = []  # price, ascending: best ask first
+        self.seq = 0
+        self.version = 0
+        self.synced = False  # False until a snapshot, and again after a gap or reset
+        self.crossed = False
+        self.last_ts_event = 0
+        self.last_ts_recv = 0
+
+    # -- mutation -------------------------------------------------------------------------------
+
+    def replace(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
+        """Replace both sides with a snapshot's levels; a repeated price: the last wins; zero sizes dropped."""
+        self.bids = {p: s for p, s in dict(bids).items() if s}
+        self.asks = {p: s for p, s in dict(asks).items() if s}
+        self.bid_keys = sorted(-p for p in self.bids)
+        self.ask_keys = sorted(self.asks)
+
+    def apply(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
+        """Apply changed levels; size 0 deletes (deleting an absent level is a no-op)."""
+        if bids:
+            book = self.bids
+            keys = self.bid_keys
+            for price, size in bids:
+                if size:
+                    if price not in book:
+                        insort(keys, -price)
+                    book[price] = size
+                elif book.pop(price, None) is not None:
+                    del keys[bisect_left(keys, -price)]
+        if asks:
+            book = self.asks
+            keys = self.ask_keys
+            for price, size in asks:
+                if size:
+                    if price not in book:
+                        insort(keys, price)
+                    book[price] = size
+                elif book.pop(price, None) is not None:
+                    del keys[bisect_left(keys, price)]
+
+    def set_top(self, bid_price: int, bid_size: int, ask_price: int, ask_size: int) -> None:
+        """Replace the book with one level per side (a quote-only venue); size 0 empties a side."""
+        self.bids = {bid_price: bid_size} if bid_size else {}
+        self.asks = {ask_price: ask_size} if ask_size else {}
+        self.bid_keys = [-bid_price] if bid_size else []
+        self.ask_keys = [ask_price] if ask_size else []
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def best_bid(self) -> int | None:
+        keys = self.bid_keys
+        return -keys[0] if keys else None
+
+    def best_ask(self) -> int | None:
+        keys = self.ask_keys
+        return keys[0] if keys else None
+
+    def top(self) -> tuple[int, int, int, int]:
+        """(bid price, bid size, ask price, ask size); an empty side reads as 0, 0."""
+        bk = self.bid_keys
+        ak = self.ask_keys
+        if bk:
+            bp = -bk[0]
+            bs = self.bids[bp]
+        else:
+            bp = bs = 0
+        if ak:
+            ap = ak[0]
+            as_ = self.asks[ap]
+        else:
+            ap = as_ = 0
+        return bp, bs, ap, as_
+
+    def is_crossed(self) -> bool:
+        """Best bid at or above best ask (a locked single-venue book counts as crossed)."""
+        bk = self.bid_keys
+        ak = self.ask_keys
+        return bool(bk and ak and -bk[0] >= ak[0])
+
+    def bid_levels(self, depth: int | None = None) -> list[Level]:
+        """Bids best first, at most ``depth`` levels (all when None)."""
+        book = self.bids
+        keys = self.bid_keys if depth is None else islice(self.bid_keys, depth)
+        return [(-k, book[-k]) for k in keys]
+
+    def ask_levels(self, depth: int | None = None) -> list[Level]:
+        """Asks best first, at most ``depth`` levels (all when None)."""
+        book = self.asks
+        keys = self.ask_keys if depth is None else islice(self.ask_keys, depth)
+        return [(k, book[k]) for k in keys]
+
+    @property
+    def status(self) -> BookStatus:
+        if not self.synced:
+            return BookStatus.AWAITING_RESYNC
+        return BookStatus.CROSSED if self.crossed else BookStatus.CONSISTENT

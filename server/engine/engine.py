@@ -1,0 +1,413 @@
+"""The state engine: applies normalized events and emits typed updates; owns all per-symbol state.
+
+Pure: no I/O, no asyncio, no clock but the times carried by events and ``ClockTick``s. Feed adapters
+call ``apply_batch(events, out)``; every update the batch produced is appended to ``out`` in order.
+Reads (books, NBBO, consolidated book, heatmap, trades, candles, tickers, pricing) are plain methods.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from heapq import merge
+from itertools import islice
+from typing import Any
+
+from server.engine.book import BookStatus, L2Book
+from server.engine.events import (
+    NO_SEQUENCE,
+    BookDelta,
+    BookReset,
+    BookSnapshot,
+    ClockTick,
+    Event,
+    Quote,
+    Trade,
+)
+from server.engine.instruments import InstrumentRegistry
+from server.engine.updates import (
+    BookStatusChange,
+    ConsolidatedBook,
+    ConsolidatedLevel,
+    DepthHeatmap,
+    ExcludedVenue,
+    HeatmapBucket,
+    Nbbo,
+    VenueSize,
+)
+
+SECOND_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Engine settings; frozen, keyword-only (an unknown key is a TypeError)."""
+
+    stale_after_ns: int = 30 * SECOND_NS
+    """A venue book not updated for this long (by receive time) is left out of NBBO and consolidation."""
+    trade_ring_size: int = 1000
+    """Recent trades kept per symbol (all venues)."""
+    dedupe_window: int = 100_000
+    """Trade ids remembered per (venue, symbol) to drop duplicates."""
+
+    def __post_init__(self) -> None:
+        if self.stale_after_ns <= 0:
+            raise ValueError("stale_after_ns must be > 0")
+        if self.trade_ring_size <= 0:
+            raise ValueError("trade_ring_size must be > 0")
+        if self.dedupe_window <= 0:
+            raise ValueError("dedupe_window must be > 0")
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Counts of what the engine refused or flagged, for metrics; keys are (venue, symbol)."""
+
+    sequence_gaps: dict[tuple[str, str], int] = field(default_factory=dict)
+    duplicate_deltas: int = 0
+    unsynced_deltas: int = 0
+    duplicate_trades: int = 0
+    resets: int = 0
+
+
+class _TradeState:
+    """Per (venue, symbol) trade state: the ids seen recently."""
+
+    __slots__ = ("id_order", "ids")
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.id_order: deque[str] = deque()
+
+
+class Engine:
+    """All market state; see the module docstring."""
+
+    def __init__(self, config: EngineConfig | None = None,
+                 instruments: InstrumentRegistry | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.instruments = instruments or InstrumentRegistry()
+        self.counters = EngineCounters()
+        self.now = 0
+        """Latest time the engine knows: the max of ClockTick times and event receive times it used."""
+        self._books: dict[tuple[str, str], L2Book] = {}
+        self._symbol_books: dict[str, list[L2Book]] = {}
+        self._nbbo: dict[str, Nbbo] = {}
+        self._trades: dict[tuple[str, str], _TradeState] = {}
+        self._recent: dict[str, deque[Trade]] = {}
+        self._handlers: dict[type, Callable[[Any, list[object]], None]] = {
+            BookDelta: self._on_delta,
+            BookSnapshot: self._on_snapshot,
+            Trade: self._on_trade,
+            Quote: self._on_quote,
+            BookReset: self._on_reset,
+            ClockTick: self._on_tick,
+        }
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def apply(self, event: Event, out: list[object]) -> None:
+        """Apply one event; its updates are appended to ``out``."""
+        self._handlers[type(event)](event, out)
+
+    def apply_batch(self, events: Iterable[Event], out: list[object]) -> None:
+        """Apply events in order; their updates are appended to ``out`` in order."""
+        handlers = self._handlers
+        for event in events:
+            handlers[type(event)](event, out)
+
+    # -- books ----------------------------------------------------------------------------------
+
+    def _book(self, venue: str, symbol: str) -> L2Book:
+        book = self._books.get((venue, symbol))
+        if book is None:
+            book = L2Book(venue, symbol)
+            self._books[venue, symbol] = book
+            books = self._symbol_books.setdefault(symbol, [])
+            books.append(book)
+            books.sort(key=lambda b: b.venue)
+        return book
+
+    def _on_snapshot(self, ev: BookSnapshot, out: list[object]) -> None:
+        book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
+        was_synced = book.synced
+        was_crossed = book.crossed
+        book.replace(ev.bids, ev.asks)
+        book.seq = ev.seq
+        book.synced = True
+        book.crossed = book.is_crossed()
+        book.version += 1
+        book.last_ts_event = ev.ts_event
+        book.last_ts_recv = ev.ts_recv
+        out.append(ev)
+        if not was_synced or was_crossed != book.crossed:
+            self._status_change(book, ev.seq, ev.seq, "snapshot", ev.ts_event, ev.ts_recv, out)
+        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
+    def _on_delta(self, ev: BookDelta, out: list[object]) -> None:
+        book = self._books.get((ev.venue, ev.symbol))
+        if book is None or not book.synced:
+            self.counters.unsynced_deltas += 1
+            if book is None:  # a new venue awaiting its snapshot is listed as excluded
+                self._book(ev.venue, ev.symbol)
+                self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+            return
+        seq = ev.seq
+        if seq != NO_SEQUENCE:
+            last = book.seq
+            if seq <= last:
+                self.counters.duplicate_deltas += 1
+                return
+            if ev.first_seq > last + 1:
+                self._gap(book, last + 1, ev.first_seq, "sequence gap", ev.ts_event, ev.ts_recv, out)
+                return
+            book.seq = seq
+        book.version += 1
+        book.last_ts_event = ev.ts_event
+        book.last_ts_recv = ev.ts_recv
+        # Did any changed level touch the top? (at or better than the old best)
+        touched = False
+        bids = ev.bids
+        asks = ev.asks
+        if bids:
+            keys = book.bid_keys
+            best = -keys[0] if keys else -1
+            for price, _ in bids:
+                if price >= best:
+                    touched = True
+                    break
+        if asks and not touched:
+            keys = book.ask_keys
+            best = keys[0] if keys else -1
+            for price, _ in asks:
+                if price <= best or best < 0:
+                    touched = True
+                    break
+        book.apply(bids, asks)
+        out.append(ev)
+        if touched:
+            crossed = book.is_crossed()
+            if crossed != book.crossed:
+                book.crossed = crossed
+                self._status_change(book, seq, seq, "crossed" if crossed else "uncrossed",
+                                    ev.ts_event, ev.ts_recv, out)
+            self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
+    def _on_quote(self, ev: Quote, out: list[object]) -> None:
+        book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
+        was_synced = book.synced
+        book.set_top(ev.bid_price, ev.bid_size, ev.ask_price, ev.ask_size)
+        book.synced = True
+        book.crossed = book.is_crossed()
+        book.version += 1
+        book.last_ts_event = ev.ts_event
+        book.last_ts_recv = ev.ts_recv
+        out.append(ev)
+        if not was_synced:
+            self._status_change(book, 0, 0, "quote", ev.ts_event, ev.ts_recv, out)
+        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
+    def _on_reset(self, ev: BookReset, out: list[object]) -> None:
+        book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
+        self.counters.resets += 1
+        if book.synced:
+            book.synced = False
+            self._status_change(book, book.seq + 1, 0, ev.reason, ev.ts_event, ev.ts_recv, out)
+        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
+    def _gap(self, book: L2Book, expected: int, received: int, reason: str,
+             ts_event: int, ts_recv: int, out: list[object]) -> None:
+        """A gap on one (venue, symbol): that book alone awaits a snapshot; nothing else is reset."""
+        key = (book.venue, book.symbol)
+        gaps = self.counters.sequence_gaps
+        gaps[key] = gaps.get(key, 0) + 1
+        book.synced = False
+        self._status_change(book, expected, received, reason, ts_event, ts_recv, out)
+        self._update_nbbo(book.symbol, ts_event, ts_recv, out)
+
+    def _status_change(self, book: L2Book, expected: int, received: int, reason: str,
+                       ts_event: int, ts_recv: int, out: list[object]) -> None:
+        out.append(BookStatusChange(book.venue, book.symbol, book.status, expected, received, reason,
+                                    ts_event, ts_recv))
+
+    # -- NBBO -----------------------------------------------------------------------------------
+
+    def _usable(self, book: L2Book, now: int) -> str:
+        """'' when the book may be used for NBBO / consolidation, else why not."""
+        if not book.synced:
+            return "resync"
+        if now - book.last_ts_recv > self.config.stale_after_ns:
+            return "stale"
+        return ""
+
+    def _update_nbbo(self, symbol: str, ts_event: int, ts_recv: int, out: list[object]) -> None:
+        """Recompute the symbol's NBBO; emit it only when it changed."""
+        now = ts_recv if ts_recv > self.now else self.now
+        stale_after = self.config.stale_after_ns
+        bp = bs = bmax = ap = as_ = amax = 0
+        bv = av = ""
+        excluded: list[ExcludedVenue] = []
+        for b in self._symbol_books[symbol]:
+            if not b.synced:
+                excluded.append(ExcludedVenue(b.venue, "resync"))
+                continue
+            if now - b.last_ts_recv > stale_after:
+                excluded.append(ExcludedVenue(b.venue, "stale"))
+                continue
+            keys = b.bid_keys
+            if keys:
+                p = -keys[0]
+                s = b.bids[p]
+                if p > bp:
+                    bp, bs, bv, bmax = p, s, b.venue, s
+                elif p == bp:
+                    bs += s
+                    if s > bmax:
+                        bv, bmax = b.venue, s
+            keys = b.ask_keys
+            if keys:
+                p = keys[0]
+                s = b.asks[p]
+                if not ap or p < ap:
+                    ap, as_, av, amax = p, s, b.venue, s
+                elif p == ap:
+                    as_ += s
+                    if s > amax:
+                        av, amax = b.venue, s
+        prev = self._nbbo.get(symbol)
+        ex = tuple(excluded)
+        if (prev is not None and prev.bid_price == bp and prev.bid_size == bs and prev.ask_price == ap
+                and prev.ask_size == as_ and prev.bid_venue == bv and prev.ask_venue == av
+                and prev.excluded == ex):
+            return
+        both = bool(bp and ap)
+        nbbo = Nbbo(symbol, bp, bs, bv, ap, as_, av, both and bp == ap, both and bp > ap, ex,
+                    ts_event, ts_recv)
+        self._nbbo[symbol] = nbbo
+        out.append(nbbo)
+
+    # -- trades ---------------------------------------------------------------------------------
+
+    def _on_trade(self, ev: Trade, out: list[object]) -> None:
+        key = (ev.venue, ev.symbol)
+        state = self._trades.get(key)
+        if state is None:
+            state = self._trades[key] = _TradeState()
+        tid = ev.trade_id
+        if tid:
+            ids = state.ids
+            if tid in ids:
+                self.counters.duplicate_trades += 1
+                return
+            ids.add(tid)
+            order = state.id_order
+            order.append(tid)
+            if len(order) > self.config.dedupe_window:
+                ids.discard(order.popleft())
+        recent = self._recent.get(ev.symbol)
+        if recent is None:
+            recent = self._recent[ev.symbol] = deque(maxlen=self.config.trade_ring_size)
+        recent.append(ev)
+        out.append(ev)
+
+    # -- clock ----------------------------------------------------------------------------------
+
+    def _on_tick(self, ev: ClockTick, out: list[object]) -> None:
+        self.now = max(self.now, ev.ts)
+        for symbol in self._symbol_books:
+            self._update_nbbo(symbol, ev.ts, ev.ts, out)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def book(self, venue: str, symbol: str) -> L2Book | None:
+        return self._books.get((venue, symbol))
+
+    def venues(self, symbol: str) -> list[str]:
+        return [b.venue for b in self._symbol_books.get(symbol, ())]
+
+    def symbols(self) -> list[str]:
+        return sorted(set(self._symbol_books) | set(self._recent))
+
+    def nbbo(self, symbol: str) -> Nbbo | None:
+        return self._nbbo.get(symbol)
+
+    def recent_trades(self, symbol: str, limit: int = 100, venue: str = "") -> list[Trade]:
+        """Newest last; at most ``limit``; only ``venue``'s when given."""
+        ring = self._recent.get(symbol)
+        if not ring:
+            return []
+        if venue:
+            picked = [t for t in reversed(ring) if t.venue == venue]
+            return picked[:limit][::-1]
+        return list(islice(reversed(ring), limit))[::-1]
+
+    def _consolidation_inputs(self, symbol: str) -> tuple[list[L2Book], tuple[ExcludedVenue, ...]]:
+        books = self._symbol_books.get(symbol, [])
+        now = max([self.now, *(b.last_ts_recv for b in books)])
+        usable: list[L2Book] = []
+        excluded: list[ExcludedVenue] = []
+        for b in books:
+            reason = self._usable(b, now)
+            if reason:
+                excluded.append(ExcludedVenue(b.venue, reason))
+            else:
+                usable.append(b)
+        return usable, tuple(excluded)
+
+    def consolidated_book(self, symbol: str, depth: int) -> ConsolidatedBook:
+        """Top ``depth`` price levels summed over usable venues, with each venue's size."""
+        books, excluded = self._consolidation_inputs(symbol)
+        bids = _consolidate([(b.venue, b.bids, [-k for k in islice(b.bid_keys, depth)]) for b in books],
+                            depth, descending=True)
+        asks = _consolidate([(b.venue, b.asks, list(islice(b.ask_keys, depth))) for b in books],
+                            depth, descending=False)
+        return ConsolidatedBook(symbol, bids, asks, excluded, self.now)
+
+    def depth_heatmap(self, symbol: str, bucket_size: int, buckets: int) -> DepthHeatmap:
+        """Consolidated depth in ``bucket_size`` price buckets, ``buckets`` per side from the best."""
+        if bucket_size <= 0 or buckets <= 0:
+            raise ValueError("bucket_size and buckets must be > 0")
+        books, _ = self._consolidation_inputs(symbol)
+        bid_sums: dict[int, int] = {}
+        ask_sums: dict[int, int] = {}
+        for b in books:
+            # The global top-N buckets are among each book's own top-N buckets.
+            _bucket_sums(((-k, b.bids[-k]) for k in b.bid_keys), bucket_size, buckets, bid_sums)
+            _bucket_sums(((k, b.asks[k]) for k in b.ask_keys), bucket_size, buckets, ask_sums)
+        bids = tuple(HeatmapBucket(p, s) for p, s in sorted(bid_sums.items(), reverse=True)[:buckets])
+        asks = tuple(HeatmapBucket(p, s) for p, s in sorted(ask_sums.items())[:buckets])
+        return DepthHeatmap(symbol, bucket_size, bids, asks, self.now)
+
+
+def _bucket_sums(levels: Iterable[tuple[int, int]], bucket_size: int, buckets: int,
+                 sums: dict[int, int]) -> None:
+    seen = 0
+    last = None
+    for price, size in levels:
+        start = (price // bucket_size) * bucket_size
+        if start != last:
+            seen += 1
+            if seen > buckets:
+                return
+            last = start
+        sums[start] = sums.get(start, 0) + size
+
+
+def _consolidate(sides: list[tuple[str, dict[int, int], list[int]]], depth: int,
+                 descending: bool) -> tuple[ConsolidatedLevel, ...]:
+    prices = merge(*(p for _, _, p in sides), reverse=descending)
+    levels: list[ConsolidatedLevel] = []
+    last: int | None = None
+    for price in prices:
+        if price == last:
+            continue
+        last = price
+        venues = tuple(VenueSize(v, levels_[price]) for v, levels_, _ in sides if price in levels_)
+        levels.append(ConsolidatedLevel(price, sum(vs.size for vs in venues), venues))
+        if len(levels) == depth:
+            break
+    return tuple(levels)
+
+
+__all__ = ["BookStatus", "Engine", "EngineConfig", "EngineCounters"]
