@@ -1,8 +1,9 @@
 """The L2 order book of one (venue, symbol): levels, sequence state, consistency and crossed flags.
 
 Each side is a dict ``price -> size`` plus a sorted list of keys kept with ``bisect`` (the fastest of the
-structures measured in ../shared/docs/python-ceilings.md). Bids are keyed by ``-price`` so both key lists
-ascend from the best level. Prices and sizes are ints at scale 1e-9.
+structures measured in ../shared/docs/python-ceilings.md). Both key lists end with the best level (bids
+ascending by price, asks ascending by ``-price``), so the frequent changes near the top of the book
+insert and delete near the end of the list and move few elements. Prices and sizes are ints at 1e-9.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class L2Book:
         self.symbol = symbol
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
-        self.bid_keys: list[int] = []  # -price, ascending: best bid first
-        self.ask_keys: list[int] = []  # price, ascending: best ask first
+        self.bid_keys: list[int] = []  # price, ascending: best bid last
+        self.ask_keys: list[int] = []  # -price, ascending: best ask last
         self.seq = 0
         self.version = 0
         self.synced = False  # False until a snapshot, and again after a gap or reset
@@ -62,11 +63,11 @@ class L2Book:
     # -- mutation -------------------------------------------------------------------------------
 
     def replace(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
-        """Replace both sides with a snapshot's levels; a repeated price: the last wins; zero sizes dropped."""
+        """Replace both sides with a snapshot's levels (a repeated price: the last wins; zeros dropped)."""
         self.bids = {p: s for p, s in dict(bids).items() if s}
         self.asks = {p: s for p, s in dict(asks).items() if s}
-        self.bid_keys = sorted(-p for p in self.bids)
-        self.ask_keys = sorted(self.asks)
+        self.bid_keys = sorted(self.bids)
+        self.ask_keys = sorted(-p for p in self.asks)
 
     def apply(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
         """Apply changed levels; size 0 deletes (deleting an absent level is a no-op)."""
@@ -76,49 +77,49 @@ class L2Book:
             for price, size in bids:
                 if size:
                     if price not in book:
-                        insort(keys, -price)
+                        insort(keys, price)
                     book[price] = size
                 elif book.pop(price, None) is not None:
-                    del keys[bisect_left(keys, -price)]
+                    del keys[bisect_left(keys, price)]
         if asks:
             book = self.asks
             keys = self.ask_keys
             for price, size in asks:
                 if size:
                     if price not in book:
-                        insort(keys, price)
+                        insort(keys, -price)
                     book[price] = size
                 elif book.pop(price, None) is not None:
-                    del keys[bisect_left(keys, price)]
+                    del keys[bisect_left(keys, -price)]
 
     def set_top(self, bid_price: int, bid_size: int, ask_price: int, ask_size: int) -> None:
         """Replace the book with one level per side (a quote-only venue); size 0 empties a side."""
         self.bids = {bid_price: bid_size} if bid_size else {}
         self.asks = {ask_price: ask_size} if ask_size else {}
-        self.bid_keys = [-bid_price] if bid_size else []
-        self.ask_keys = [ask_price] if ask_size else []
+        self.bid_keys = [bid_price] if bid_size else []
+        self.ask_keys = [-ask_price] if ask_size else []
 
     # -- reading --------------------------------------------------------------------------------
 
     def best_bid(self) -> int | None:
         keys = self.bid_keys
-        return -keys[0] if keys else None
+        return keys[-1] if keys else None
 
     def best_ask(self) -> int | None:
         keys = self.ask_keys
-        return keys[0] if keys else None
+        return -keys[-1] if keys else None
 
     def top(self) -> tuple[int, int, int, int]:
         """(bid price, bid size, ask price, ask size); an empty side reads as 0, 0."""
         bk = self.bid_keys
         ak = self.ask_keys
         if bk:
-            bp = -bk[0]
+            bp = bk[-1]
             bs = self.bids[bp]
         else:
             bp = bs = 0
         if ak:
-            ap = ak[0]
+            ap = -ak[-1]
             as_ = self.asks[ap]
         else:
             ap = as_ = 0
@@ -128,19 +129,19 @@ class L2Book:
         """Best bid at or above best ask (a locked single-venue book counts as crossed)."""
         bk = self.bid_keys
         ak = self.ask_keys
-        return bool(bk and ak and -bk[0] >= ak[0])
+        return bool(bk and ak and bk[-1] >= -ak[-1])
 
     def bid_levels(self, depth: int | None = None) -> list[Level]:
         """Bids best first, at most ``depth`` levels (all when None)."""
         book = self.bids
-        keys = self.bid_keys if depth is None else islice(self.bid_keys, depth)
-        return [(-k, book[-k]) for k in keys]
+        keys = reversed(self.bid_keys) if depth is None else islice(reversed(self.bid_keys), depth)
+        return [(k, book[k]) for k in keys]
 
     def ask_levels(self, depth: int | None = None) -> list[Level]:
         """Asks best first, at most ``depth`` levels (all when None)."""
         book = self.asks
-        keys = self.ask_keys if depth is None else islice(self.ask_keys, depth)
-        return [(k, book[k]) for k in keys]
+        keys = reversed(self.ask_keys) if depth is None else islice(reversed(self.ask_keys), depth)
+        return [(-k, book[-k]) for k in keys]
 
     @property
     def status(self) -> BookStatus:

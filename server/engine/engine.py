@@ -7,6 +7,7 @@ Reads (books, NBBO, consolidated book, heatmap, trades, candles, tickers, pricin
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -166,25 +167,36 @@ class Engine:
         book.version += 1
         book.last_ts_event = ev.ts_event
         book.last_ts_recv = ev.ts_recv
-        # Did any changed level touch the top? (at or better than the old best)
+        # Apply inline (the hot path); note whether a change was at or better than the old best.
         touched = False
-        bids = ev.bids
-        asks = ev.asks
-        if bids:
+        changes = ev.bids
+        if changes:
+            levels = book.bids
             keys = book.bid_keys
-            best = -keys[0] if keys else -1
-            for price, _ in bids:
+            best = keys[-1] if keys else -1
+            for price, size in changes:
                 if price >= best:
                     touched = True
-                    break
-        if asks and not touched:
+                if size:
+                    if price not in levels:
+                        insort(keys, price)
+                    levels[price] = size
+                elif levels.pop(price, None) is not None:
+                    del keys[bisect_left(keys, price)]
+        changes = ev.asks
+        if changes:
+            levels = book.asks
             keys = book.ask_keys
-            best = keys[0] if keys else -1
-            for price, _ in asks:
+            best = -keys[-1] if keys else -1
+            for price, size in changes:
                 if price <= best or best < 0:
                     touched = True
-                    break
-        book.apply(bids, asks)
+                if size:
+                    if price not in levels:
+                        insort(keys, -price)
+                    levels[price] = size
+                elif levels.pop(price, None) is not None:
+                    del keys[bisect_left(keys, -price)]
         out.append(ev)
         if touched:
             crossed = book.is_crossed()
@@ -257,7 +269,7 @@ class Engine:
                 continue
             keys = b.bid_keys
             if keys:
-                p = -keys[0]
+                p = keys[-1]
                 s = b.bids[p]
                 if p > bp:
                     bp, bs, bv, bmax = p, s, b.venue, s
@@ -267,7 +279,7 @@ class Engine:
                         bv, bmax = b.venue, s
             keys = b.ask_keys
             if keys:
-                p = keys[0]
+                p = -keys[-1]
                 s = b.asks[p]
                 if not ap or p < ap:
                     ap, as_, av, amax = p, s, b.venue, s
@@ -358,10 +370,10 @@ class Engine:
     def consolidated_book(self, symbol: str, depth: int) -> ConsolidatedBook:
         """Top ``depth`` price levels summed over usable venues, with each venue's size."""
         books, excluded = self._consolidation_inputs(symbol)
-        bids = _consolidate([(b.venue, b.bids, [-k for k in islice(b.bid_keys, depth)]) for b in books],
-                            depth, descending=True)
-        asks = _consolidate([(b.venue, b.asks, list(islice(b.ask_keys, depth))) for b in books],
-                            depth, descending=False)
+        bids = _consolidate([(b.venue, b.bids, list(islice(reversed(b.bid_keys), depth)))
+                             for b in books], depth, descending=True)
+        asks = _consolidate([(b.venue, b.asks, [-k for k in islice(reversed(b.ask_keys), depth)])
+                             for b in books], depth, descending=False)
         return ConsolidatedBook(symbol, bids, asks, excluded, self.now)
 
     def depth_heatmap(self, symbol: str, bucket_size: int, buckets: int) -> DepthHeatmap:
@@ -373,8 +385,8 @@ class Engine:
         ask_sums: dict[int, int] = {}
         for b in books:
             # The global top-N buckets are among each book's own top-N buckets.
-            _bucket_sums(((-k, b.bids[-k]) for k in b.bid_keys), bucket_size, buckets, bid_sums)
-            _bucket_sums(((k, b.asks[k]) for k in b.ask_keys), bucket_size, buckets, ask_sums)
+            _bucket_sums(((k, b.bids[k]) for k in reversed(b.bid_keys)), bucket_size, buckets, bid_sums)
+            _bucket_sums(((-k, b.asks[-k]) for k in reversed(b.ask_keys)), bucket_size, buckets, ask_sums)
         bids = tuple(HeatmapBucket(p, s) for p, s in sorted(bid_sums.items(), reverse=True)[:buckets])
         asks = tuple(HeatmapBucket(p, s) for p, s in sorted(ask_sums.items())[:buckets])
         return DepthHeatmap(symbol, bucket_size, bids, asks, self.now)

@@ -54,9 +54,7 @@ op = st.one_of(
 def test_books_match_dict_model(ops: list[tuple[object, ...]]) -> None:
     engine = Engine()
     model: dict[tuple[str, str], ModelBook] = {}
-    t = 0
-    for item in ops:
-        t += 1
+    for t, item in enumerate(ops, start=1):
         kind, venue, symbol = item[0], str(item[1]), str(item[2])
         m = model.setdefault((venue, symbol), ModelBook())
         out: list[object] = []
@@ -112,7 +110,8 @@ def test_unsequenced_deltas_always_apply(bids: tuple[Level, ...], asks: tuple[Le
     engine = Engine()
     out: list[object] = []
     engine.apply(BookSnapshot("v", "S", NO_SEQUENCE, bids, asks, 1, 1), out)
-    m = ModelBook({p: s for p, s in dict(bids).items() if s}, {p: s for p, s in dict(asks).items() if s}, 0, True)
+    m = ModelBook({p: s for p, s in dict(bids).items() if s},
+                  {p: s for p, s in dict(asks).items() if s}, 0, True)
     for b, a in deltas:
         engine.apply(BookDelta("v", "S", NO_SEQUENCE, NO_SEQUENCE, b, a, 2, 2), out)
         _apply(m.bids, b)

@@ -1,0 +1,1 @@
+"""Benchmark commands (`mds bench ...`): each prints figures; none is a timed test."""
