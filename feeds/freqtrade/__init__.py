@@ -1,0 +1,1 @@
+"""File feed of freqtrade trade dumps (``<PAIR>-trades.json[.gz]``)."""

@@ -1,0 +1,1 @@
+"""Kraken spot REST feed (``GET /0/public/Trades``)."""
