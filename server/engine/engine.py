@@ -15,7 +15,9 @@ from heapq import merge
 from itertools import islice
 from typing import Any
 
+from server.engine.alerts import Alert, AlertBook, AlertSource, AlertTrigger
 from server.engine.book import BookStatus, L2Book
+from server.engine.candles import Candle, CandleConfig, CandleSeries, Interval
 from server.engine.events import (
     NO_SEQUENCE,
     BookDelta,
@@ -27,6 +29,19 @@ from server.engine.events import (
     Trade,
 )
 from server.engine.instruments import InstrumentRegistry
+from server.engine.pricing import (
+    FundingConfig,
+    FundingRate,
+    FundingTracker,
+    IndexCalculator,
+    IndexConfig,
+    IndexPrice,
+    MarkConfig,
+    MarkPrice,
+    MarkPriceTracker,
+)
+from server.engine.quality import QualityCounters, QualityFlag, QualityKind, SpikeConfig, SpikeDetector
+from server.engine.ticker import RollingTicker, Ticker
 from server.engine.updates import (
     BookStatusChange,
     ConsolidatedBook,
@@ -51,6 +66,19 @@ class EngineConfig:
     """Recent trades kept per symbol (all venues)."""
     dedupe_window: int = 100_000
     """Trade ids remembered per (venue, symbol) to drop duplicates."""
+    candles: CandleConfig = field(default_factory=CandleConfig)
+    candle_close_delay_ns: int = 2 * SECOND_NS
+    """A clock tick at T closes candles up to T minus this (ticks are receive time, candles event time)."""
+    trade_spikes: SpikeConfig | None = field(default_factory=SpikeConfig)
+    """Spike detection on trade prices per (venue, symbol); None turns it off."""
+    quote_spikes: SpikeConfig | None = field(default_factory=SpikeConfig)
+    """Spike detection on each venue's mid when its top of book changes; None turns it off."""
+    indices: tuple[IndexConfig, ...] = ()
+    marks: tuple[MarkConfig, ...] = ()
+    funding: tuple[FundingConfig, ...] = ()
+    """Each funding symbol needs a mark config for the same symbol (its index comes from there)."""
+    pricing_interval_ns: int = SECOND_NS
+    """Index, mark and funding are recomputed and emitted on the first clock tick of each interval."""
 
     def __post_init__(self) -> None:
         if self.stale_after_ns <= 0:
@@ -59,6 +87,16 @@ class EngineConfig:
             raise ValueError("trade_ring_size must be > 0")
         if self.dedupe_window <= 0:
             raise ValueError("dedupe_window must be > 0")
+        if self.candle_close_delay_ns < 0 or self.pricing_interval_ns <= 0:
+            raise ValueError("candle_close_delay_ns must be >= 0 and pricing_interval_ns > 0")
+        indices = {c.symbol for c in self.indices}
+        marks = {c.symbol: c for c in self.marks}
+        for m in self.marks:
+            if m.index_symbol not in indices:
+                raise ValueError(f"mark {m.symbol}: index {m.index_symbol} is not configured")
+        for f in self.funding:
+            if f.symbol not in marks:
+                raise ValueError(f"funding {f.symbol}: needs a mark config for the same symbol")
 
 
 @dataclass(slots=True)
@@ -73,13 +111,16 @@ class EngineCounters:
 
 
 class _TradeState:
-    """Per (venue, symbol) trade state: the ids seen recently."""
+    """Per (venue, symbol) trade state: recent ids, candles with the 24h ticker, the spike detector."""
 
-    __slots__ = ("id_order", "ids")
+    __slots__ = ("candles", "id_order", "ids", "spikes")
 
-    def __init__(self) -> None:
+    def __init__(self, venue: str, symbol: str, config: EngineConfig) -> None:
         self.ids: set[str] = set()
         self.id_order: deque[str] = deque()
+        ticker = RollingTicker(venue, symbol) if Interval.M1 in config.candles.intervals else None
+        self.candles = CandleSeries(venue, symbol, config.candles, ticker=ticker)
+        self.spikes = SpikeDetector(config.trade_spikes) if config.trade_spikes is not None else None
 
 
 class Engine:
@@ -90,6 +131,8 @@ class Engine:
         self.config = config or EngineConfig()
         self.instruments = instruments or InstrumentRegistry()
         self.counters = EngineCounters()
+        self.quality = QualityCounters()
+        self.alerts = AlertBook()
         self.now = 0
         """Latest time the engine knows: the max of ClockTick times and event receive times it used."""
         self._books: dict[tuple[str, str], L2Book] = {}
@@ -97,6 +140,18 @@ class Engine:
         self._nbbo: dict[str, Nbbo] = {}
         self._trades: dict[tuple[str, str], _TradeState] = {}
         self._recent: dict[str, deque[Trade]] = {}
+        self._quote_spikes: dict[tuple[str, str], SpikeDetector] = {}
+        self._alert_symbols: set[str] = set()
+        cfg = self.config
+        self._indices = {c.symbol: IndexCalculator(c) for c in cfg.indices}
+        self._marks = {c.symbol: MarkPriceTracker(c) for c in cfg.marks}
+        self._mark_index = {c.symbol: c.index_symbol for c in cfg.marks}
+        self._funding = {c.symbol: FundingTracker(c) for c in cfg.funding}
+        self._index_prices: dict[str, IndexPrice] = {}
+        self._mark_prices: dict[str, MarkPrice] = {}
+        self._funding_rates: dict[str, FundingRate] = {}
+        self._next_pricing = 0
+        self._has_ticker = Interval.M1 in cfg.candles.intervals
         self._handlers: dict[type, Callable[[Any, list[object]], None]] = {
             BookDelta: self._on_delta,
             BookSnapshot: self._on_snapshot,
@@ -199,6 +254,8 @@ class Engine:
                     del keys[bisect_left(keys, -price)]
         out.append(ev)
         if touched:
+            if self.config.quote_spikes is not None:
+                self._check_quote(book, ev, out)
             crossed = book.is_crossed()
             if crossed != book.crossed:
                 book.crossed = crossed
@@ -298,6 +355,8 @@ class Engine:
                     ts_event, ts_recv)
         self._nbbo[symbol] = nbbo
         out.append(nbbo)
+        if symbol in self._alert_symbols and bp and ap:
+            self._evaluate_alerts(symbol, AlertSource.NBBO_MID, (bp + ap) // 2, None, ts_event, out)
 
     # -- trades ---------------------------------------------------------------------------------
 
@@ -305,30 +364,139 @@ class Engine:
         key = (ev.venue, ev.symbol)
         state = self._trades.get(key)
         if state is None:
-            state = self._trades[key] = _TradeState()
+            state = self._trades[key] = _TradeState(ev.venue, ev.symbol, self.config)
         tid = ev.trade_id
         if tid:
             ids = state.ids
             if tid in ids:
                 self.counters.duplicate_trades += 1
+                self._flag(ev, QualityKind.DUPLICATE_TRADE, ev.price, 0, f"trade id {tid} seen before", out)
                 return
             ids.add(tid)
             order = state.id_order
             order.append(tid)
             if len(order) > self.config.dedupe_window:
                 ids.discard(order.popleft())
+        price = ev.price
+        spikes = state.spikes
+        if spikes is not None and spikes.check(price):
+            self._flag(ev, QualityKind.PRICE_SPIKE, price, spikes.median, "trade far from the median", out)
+        if not state.candles.add_trade(price, ev.size, ev.side, ev.ts_event, ev.ts_recv, out):
+            self._flag(ev, QualityKind.LATE_TRADE, price, state.candles.watermark or 0,
+                       "trade older than the candle grace period: kept in the tape, not in candles", out)
         recent = self._recent.get(ev.symbol)
         if recent is None:
             recent = self._recent[ev.symbol] = deque(maxlen=self.config.trade_ring_size)
         recent.append(ev)
         out.append(ev)
+        if ev.symbol in self._alert_symbols:
+            ticker = state.candles.ticker(ev.ts_event) if self._has_ticker else None
+            change = ticker.change_pct if ticker is not None else None
+            self._evaluate_alerts(ev.symbol, AlertSource.LAST_TRADE, price, change, ev.ts_event, out,
+                                  ev.venue)
+
+    def _flag(self, ev: Trade | BookDelta | BookSnapshot | Quote, kind: QualityKind, value: int,
+              reference: int, detail: str, out: list[object]) -> None:
+        flag = QualityFlag(ev.venue, ev.symbol, kind, value, reference, detail, ev.ts_event, ev.ts_recv)
+        self.quality.record(flag)
+        out.append(flag)
+
+    def _check_quote(self, book: L2Book, ev: BookDelta | BookSnapshot | Quote, out: list[object]) -> None:
+        """Spike check on the venue's mid after its top of book changed."""
+        bk = book.bid_keys
+        ak = book.ask_keys
+        if not (bk and ak):
+            return
+        key = (book.venue, book.symbol)
+        detector = self._quote_spikes.get(key)
+        if detector is None:
+            detector = self._quote_spikes[key] = SpikeDetector(self.config.quote_spikes)
+        mid = (bk[-1] - ak[-1]) // 2
+        if detector.check(mid):
+            self._flag(ev, QualityKind.QUOTE_SPIKE, mid, detector.median, "mid far from rolling median", out)
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def add_alert(self, alert: Alert) -> None:
+        """Register a price alert (ValueError if invalid or a duplicate id)."""
+        self.alerts.add(alert)
+        self._alert_symbols.add(alert.symbol)
+
+    def remove_alert(self, alert_id: str) -> bool:
+        alert = self.alerts.get(alert_id)
+        removed = self.alerts.remove(alert_id)
+        if alert is not None and not self.alerts.list(alert.symbol):
+            self._alert_symbols.discard(alert.symbol)
+        return removed
+
+    def _evaluate_alerts(self, symbol: str, source: AlertSource, price: int, change_pct: int | None, ts: int,
+                         out: list[object], venue: str = "") -> None:
+        fired: list[AlertTrigger] = []
+        self.alerts.evaluate(symbol, source, price, change_pct, ts, fired, venue)
+        if fired:
+            out.extend(fired)
+            if not self.alerts.list(symbol):
+                self._alert_symbols.discard(symbol)
 
     # -- clock ----------------------------------------------------------------------------------
 
     def _on_tick(self, ev: ClockTick, out: list[object]) -> None:
-        self.now = max(self.now, ev.ts)
+        ts = ev.ts
+        self.now = max(self.now, ts)
         for symbol in self._symbol_books:
-            self._update_nbbo(symbol, ev.ts, ev.ts, out)
+            self._update_nbbo(symbol, ts, ts, out)
+        candle_wm = ts - self.config.candle_close_delay_ns
+        for state in self._trades.values():
+            state.candles.advance(candle_wm, out)
+        if ts >= self._next_pricing:
+            interval = self.config.pricing_interval_ns
+            self._next_pricing = ts - ts % interval + interval
+            self._publish_pricing(ts, out)
+
+    def _venue_price(self, venue: str, symbol: str) -> tuple[int, int] | None:
+        """A venue's price for an index: the mid of a consistent book, else its last trade."""
+        book = self._books.get((venue, symbol))
+        if book is not None and book.synced and book.bid_keys and book.ask_keys:
+            return (book.bid_keys[-1] - book.ask_keys[-1]) // 2, book.last_ts_recv
+        ring = self._trades.get((venue, symbol))
+        if ring is not None:
+            last = ring.candles.last_price
+            if last is not None:
+                return last, ring.candles.watermark or 0
+        return None
+
+    def _publish_pricing(self, now: int, out: list[object]) -> None:
+        for symbol, calc in self._indices.items():
+            prices: dict[tuple[str, str], tuple[int, int]] = {}
+            for comp in calc.config.components:
+                got = self._venue_price(comp.venue, comp.symbol)
+                if got is not None:
+                    prices[comp.venue, comp.symbol] = got
+            index = calc.compute(prices, now)
+            if index is not None:
+                self._index_prices[symbol] = index
+                out.append(index)
+        for symbol, tracker in self._marks.items():
+            index = self._index_prices.get(self._mark_index[symbol])
+            nbbo = self._nbbo.get(symbol)
+            if index is None or index.ts != now:
+                continue
+            bid = nbbo.bid_price if nbbo is not None else 0
+            ask = nbbo.ask_price if nbbo is not None else 0
+            mark = tracker.update(index.price, bid, ask, now)
+            self._mark_prices[symbol] = mark
+            out.append(mark)
+            if symbol in self._alert_symbols:
+                self._evaluate_alerts(symbol, AlertSource.MARK, mark.mark_price, None, now, out)
+            funding = self._funding.get(symbol)
+            if funding is not None:
+                # Impact bid/ask approximated by the best bid/ask (see pricing.premium_index).
+                if bid and ask:
+                    funding.sample(index.price, bid, ask, now)
+                out.extend(funding.settle(now))
+                rate = funding.rate(now)
+                self._funding_rates[symbol] = rate
+                out.append(rate)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -343,6 +511,47 @@ class Engine:
 
     def nbbo(self, symbol: str) -> Nbbo | None:
         return self._nbbo.get(symbol)
+
+    def candles(self, venue: str, symbol: str, interval: Interval, start_ns: int | None = None,
+                end_ns: int | None = None, limit: int | None = None) -> list[Candle]:
+        """Closed candles (oldest first) then the in-progress one when it falls in [start_ns, end_ns)."""
+        state = self._trades.get((venue, symbol))
+        if state is None:
+            return []
+        series = state.candles
+        result = series.closed(interval, start_ns, end_ns, limit)
+        current = series.current(interval)
+        if (current is not None and (start_ns is None or current.open_time >= start_ns)
+                and (end_ns is None or current.open_time < end_ns)
+                and (limit is None or len(result) < limit or start_ns is None)):
+            result.append(current)
+            if limit is not None and len(result) > limit:
+                result = result[-limit:]
+        return result
+
+    def ticker(self, venue: str, symbol: str) -> Ticker | None:
+        """24h rolling ticker of one venue's trades, with that venue's current best bid and ask."""
+        state = self._trades.get((venue, symbol))
+        if state is None or state.candles.watermark is None or not self._has_ticker:
+            return None
+        ticker = state.candles.ticker(max(self.now, state.candles.watermark))
+        if ticker is None:
+            return None
+        book = self._books.get((venue, symbol))
+        if book is not None and book.synced:
+            bid = book.best_bid() or 0
+            ask = book.best_ask() or 0
+            ticker = ticker._replace(best_bid=bid, best_ask=ask)
+        return ticker
+
+    def index_price(self, symbol: str) -> IndexPrice | None:
+        return self._index_prices.get(symbol)
+
+    def mark_price(self, symbol: str) -> MarkPrice | None:
+        return self._mark_prices.get(symbol)
+
+    def funding_rate(self, symbol: str) -> FundingRate | None:
+        return self._funding_rates.get(symbol)
 
     def recent_trades(self, symbol: str, limit: int = 100, venue: str = "") -> list[Trade]:
         """Newest last; at most ``limit``; only ``venue``'s when given."""

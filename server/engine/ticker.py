@@ -45,6 +45,10 @@ class Ticker(NamedTuple):
     trade_count: int
     ts_event: int
     """Event time of the last trade in the window."""
+    best_bid: int = 0
+    """The venue's best bid when the ticker was read (filled in by the engine; 0 when unknown)."""
+    best_ask: int = 0
+    """The venue's best ask when the ticker was read (filled in by the engine; 0 when unknown)."""
 
 
 class RollingTicker:
