@@ -100,7 +100,7 @@ class SpikeConfig:
     k: int = 10
     min_relative: int = 5_000_000
     warmup: int = 16
-    refresh_every: int = 16
+    refresh_every: int = 32
     reanchor_after: int = 8
 
     def __post_init__(self) -> None:
@@ -160,13 +160,18 @@ def _mad(s: list[int], med: int) -> int:
     return (kth(h - 1) + kth(h)) >> 1
 
 
+_UNBOUNDED = 1 << 256
+"""Band edge while warming up: every price is inside."""
+
+
 class SpikeDetector:
     """Flags a price far from the median of recent accepted prices.
 
     A price ``p`` is a spike when ``|p - median| > max(k * 1.4826 * MAD, min_relative * median)``, with
     median and MAD (median absolute deviation from the median) of the window of accepted prices. Both are
     recomputed only every ``refresh_every`` accepted prices (an O(window log window) sort, amortized), and
-    the threshold is folded into one int, so ``check`` is O(1): a subtraction and a comparison.
+    folded into a band [median - threshold, median + threshold], so ``check`` is O(1): one chained
+    comparison and a ring write.
 
     During warm-up (fewer than ``warmup`` accepted prices) nothing is flagged. A flagged price is counted
     (``spikes``) but not added to the window. If ``reanchor_after`` prices in a row are flagged on the
@@ -178,8 +183,11 @@ class SpikeDetector:
     """
 
     __slots__ = (
+        "_accepted_before",
         "_accepted_since",
         "_head",
+        "_hi",
+        "_lo",
         "_mad",
         "_median",
         "_recent_flags",
@@ -187,7 +195,6 @@ class SpikeDetector:
         "_ring",
         "_threshold",
         "_window_size",
-        "checks",
         "config",
         "reanchors",
         "spikes",
@@ -202,9 +209,11 @@ class SpikeDetector:
         self._median = 0
         self._mad = 0
         self._threshold = -1  # < 0: no reference yet (warm-up)
+        self._lo = -_UNBOUNDED  # the accepted band [median - threshold, median + threshold]
+        self._hi = _UNBOUNDED
         self._accepted_since = 0
+        self._accepted_before = 0
         self._recent_flags: list[int] = []
-        self.checks = 0
         self.spikes = 0
         self.reanchors = 0
 
@@ -231,33 +240,30 @@ class SpikeDetector:
 
     def check(self, price: int) -> bool:
         """True if ``price`` is a spike (not added to the window); else False (added)."""
-        self.checks += 1
-        if self._accepted_since >= self._refresh_every or self._threshold < 0:
-            self._maybe_refresh()
-        t = self._threshold
-        if t >= 0:
-            d = price - self._median
-            if d > t or -d > t:
-                self.spikes += 1
-                self._on_flag(price)
-                return True
+        if self._lo <= price <= self._hi:  # the hot path: inside the band, or warming up
+            ring = self._ring
+            if len(ring) == self._window_size:
+                h = self._head
+                ring[h] = price
+                h += 1
+                self._head = 0 if h == len(ring) else h
+            else:
+                ring.append(price)
+            n = self._accepted_since + 1
+            self._accepted_since = n
+            if n >= self._refresh_every or (self._threshold < 0 and len(ring) >= self.config.warmup):
+                self._refresh()
             if self._recent_flags:
                 self._recent_flags.clear()
-        # accept (inlined _accept: this is the hot path)
-        ring = self._ring
-        if len(ring) == self._window_size:
-            h = self._head
-            ring[h] = price
-            h += 1
-            self._head = 0 if h == len(ring) else h
-        else:
-            ring.append(price)
-        self._accepted_since += 1
-        return False
+            return False
+        self.spikes += 1
+        self._on_flag(price)
+        return True
 
-    def _maybe_refresh(self) -> None:
-        if self._threshold >= 0 or len(self._ring) >= self.config.warmup:
-            self._refresh()
+    @property
+    def checks(self) -> int:
+        """Prices checked so far (accepted + flagged)."""
+        return self._accepted_before + self._accepted_since + self.spikes
 
     def reset(self) -> None:
         """Forget the window (e.g. after a venue reconnect); counters are kept."""
@@ -266,6 +272,9 @@ class SpikeDetector:
         self._median = 0
         self._mad = 0
         self._threshold = -1
+        self._lo = -_UNBOUNDED
+        self._hi = _UNBOUNDED
+        self._accepted_before += self._accepted_since
         self._accepted_since = 0
         self._recent_flags.clear()
 
@@ -295,6 +304,7 @@ class SpikeDetector:
 
     def _refresh(self) -> None:
         cfg = self.config
+        self._accepted_before += self._accepted_since
         self._accepted_since = 0
         values = sorted(self._ring)
         med = _median(values)
@@ -304,4 +314,6 @@ class SpikeDetector:
         # d > k*1.4826*MAD  <=>  d > floor(k*14826*MAD / 10000) for an integer d; likewise for the floor.
         robust = cfg.k * MAD_TO_SIGMA_NUM * mad // MAD_TO_SIGMA_DEN
         relative = cfg.min_relative * abs(med) // SCALE
-        self._threshold = max(robust, relative)
+        self._threshold = t = max(robust, relative)
+        self._lo = med - t
+        self._hi = med + t

@@ -71,13 +71,13 @@ def test_warmup_accepts_everything() -> None:
 def test_refresh_is_amortized() -> None:
     det = SpikeDetector(SpikeConfig(window=8, warmup=4, refresh_every=4, min_relative=10**9 // 2))
     for _ in range(4):
-        det.check(100 * SCALE)
-    det.check(101 * SCALE)  # triggers the first refresh (median 100), then accepted
+        det.check(100 * SCALE)  # the 4th accepted price completes the warm-up: first refresh
     assert det.median == 100 * SCALE
-    for _ in range(3):
+    det.check(101 * SCALE)
+    for _ in range(2):
         det.check(110 * SCALE)
         assert det.median == 100 * SCALE  # not recomputed per sample
-    det.check(110 * SCALE)  # 4 accepted since the refresh: recomputed before checking
+    det.check(110 * SCALE)  # the 4th accepted since the refresh: recomputed, this price included
     # window then: 100 x4, 101, 110 x3 -> median (100 + 101) / 2
     assert det.median == (100 * SCALE + 101 * SCALE) // 2
 
