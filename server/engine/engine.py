@@ -111,13 +111,19 @@ class EngineCounters:
 
 
 class _TradeState:
-    """Per (venue, symbol) trade state: recent ids, candles with the 24h ticker, the spike detector."""
+    """Per (venue, symbol) trade state: recent ids, candles with the 24h ticker, the spike detector.
 
-    __slots__ = ("candles", "id_order", "ids", "spikes")
+    ``ids`` is an insertion-ordered dict used as a set; when it holds twice the dedupe window it is cut
+    back to the newest ``window`` ids (amortized O(1) per trade, one structure on the hot path).
+    """
 
-    def __init__(self, venue: str, symbol: str, config: EngineConfig) -> None:
-        self.ids: set[str] = set()
-        self.id_order: deque[str] = deque()
+    __slots__ = ("candles", "ids", "ids_limit", "recent", "spikes", "window")
+
+    def __init__(self, venue: str, symbol: str, config: EngineConfig, recent: deque[Trade]) -> None:
+        self.ids: dict[str, None] = {}
+        self.window = config.dedupe_window
+        self.ids_limit = 2 * config.dedupe_window
+        self.recent = recent
         ticker = RollingTicker(venue, symbol) if Interval.M1 in config.candles.intervals else None
         self.candles = CandleSeries(venue, symbol, config.candles, ticker=ticker)
         self.spikes = SpikeDetector(config.trade_spikes) if config.trade_spikes is not None else None
@@ -361,10 +367,9 @@ class Engine:
     # -- trades ---------------------------------------------------------------------------------
 
     def _on_trade(self, ev: Trade, out: list[object]) -> None:
-        key = (ev.venue, ev.symbol)
-        state = self._trades.get(key)
+        state = self._trades.get((ev.venue, ev.symbol))
         if state is None:
-            state = self._trades[key] = _TradeState(ev.venue, ev.symbol, self.config)
+            state = self._new_trade_state(ev.venue, ev.symbol)
         tid = ev.trade_id
         if tid:
             ids = state.ids
@@ -372,11 +377,9 @@ class Engine:
                 self.counters.duplicate_trades += 1
                 self._flag(ev, QualityKind.DUPLICATE_TRADE, ev.price, 0, f"trade id {tid} seen before", out)
                 return
-            ids.add(tid)
-            order = state.id_order
-            order.append(tid)
-            if len(order) > self.config.dedupe_window:
-                ids.discard(order.popleft())
+            ids[tid] = None
+            if len(ids) > state.ids_limit:
+                state.ids = dict.fromkeys(list(ids)[-state.window:])
         price = ev.price
         spikes = state.spikes
         if spikes is not None and spikes.check(price):
@@ -384,16 +387,20 @@ class Engine:
         if not state.candles.add_trade(price, ev.size, ev.side, ev.ts_event, ev.ts_recv, out):
             self._flag(ev, QualityKind.LATE_TRADE, price, state.candles.watermark or 0,
                        "trade older than the candle grace period: kept in the tape, not in candles", out)
-        recent = self._recent.get(ev.symbol)
-        if recent is None:
-            recent = self._recent[ev.symbol] = deque(maxlen=self.config.trade_ring_size)
-        recent.append(ev)
+        state.recent.append(ev)
         out.append(ev)
         if ev.symbol in self._alert_symbols:
             ticker = state.candles.ticker(ev.ts_event) if self._has_ticker else None
             change = ticker.change_pct if ticker is not None else None
             self._evaluate_alerts(ev.symbol, AlertSource.LAST_TRADE, price, change, ev.ts_event, out,
                                   ev.venue)
+
+    def _new_trade_state(self, venue: str, symbol: str) -> _TradeState:
+        recent = self._recent.get(symbol)
+        if recent is None:
+            recent = self._recent[symbol] = deque(maxlen=self.config.trade_ring_size)
+        state = self._trades[venue, symbol] = _TradeState(venue, symbol, self.config, recent)
+        return state
 
     def _flag(self, ev: Trade | BookDelta | BookSnapshot | Quote, kind: QualityKind, value: int,
               reference: int, detail: str, out: list[object]) -> None:

@@ -100,7 +100,7 @@ class SpikeConfig:
     k: int = 10
     min_relative: int = 5_000_000
     warmup: int = 16
-    refresh_every: int = 32
+    refresh_every: int = 64
     reanchor_after: int = 8
 
     def __post_init__(self) -> None:
