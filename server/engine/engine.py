@@ -29,6 +29,7 @@ from server.engine.events import (
     Trade,
 )
 from server.engine.instruments import InstrumentRegistry
+from server.engine.numbers import div_round
 from server.engine.pricing import (
     FundingConfig,
     FundingRate,
@@ -117,13 +118,16 @@ class _TradeState:
     back to the newest ``window`` ids (amortized O(1) per trade, one structure on the hot path).
     """
 
-    __slots__ = ("candles", "ids", "ids_limit", "recent", "spikes", "window")
+    __slots__ = ("candles", "ids", "ids_limit", "last_ts", "recent", "recent_price", "spikes", "window")
 
     def __init__(self, venue: str, symbol: str, config: EngineConfig, recent: deque[Trade]) -> None:
         self.ids: dict[str, None] = {}
         self.window = config.dedupe_window
         self.ids_limit = 2 * config.dedupe_window
         self.recent = recent
+        self.recent_price = 0
+        self.last_ts = 0
+        """Receive time and price of the newest accepted trade (for index staleness)."""
         ticker = RollingTicker(venue, symbol) if Interval.M1 in config.candles.intervals else None
         self.candles = CandleSeries(venue, symbol, config.candles, ticker=ticker)
         self.spikes = SpikeDetector(config.trade_spikes) if config.trade_spikes is not None else None
@@ -140,10 +144,11 @@ class Engine:
         self.quality = QualityCounters()
         self.alerts = AlertBook()
         self.now = 0
-        """Latest time the engine knows: the max of ClockTick times and event receive times it used."""
+        """Time of the latest ClockTick (reads that need "now" also take the newest book receive time)."""
         self._books: dict[tuple[str, str], L2Book] = {}
         self._symbol_books: dict[str, list[L2Book]] = {}
         self._nbbo: dict[str, Nbbo] = {}
+        self._nbbo_state: dict[str, tuple[object, ...]] = {}
         self._trades: dict[tuple[str, str], _TradeState] = {}
         self._recent: dict[str, deque[Trade]] = {}
         self._quote_spikes: dict[tuple[str, str], SpikeDetector] = {}
@@ -203,6 +208,8 @@ class Engine:
         book.last_ts_event = ev.ts_event
         book.last_ts_recv = ev.ts_recv
         out.append(ev)
+        if self.config.quote_spikes is not None:
+            self._check_quote(book, ev, out)
         if not was_synced or was_crossed != book.crossed:
             self._status_change(book, ev.seq, ev.seq, "snapshot", ev.ts_event, ev.ts_recv, out)
         self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
@@ -279,6 +286,8 @@ class Engine:
         book.last_ts_event = ev.ts_event
         book.last_ts_recv = ev.ts_recv
         out.append(ev)
+        if self.config.quote_spikes is not None:
+            self._check_quote(book, ev, out)
         if not was_synced:
             self._status_change(book, 0, 0, "quote", ev.ts_event, ev.ts_recv, out)
         self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
@@ -318,17 +327,15 @@ class Engine:
 
     def _update_nbbo(self, symbol: str, ts_event: int, ts_recv: int, out: list[object]) -> None:
         """Recompute the symbol's NBBO; emit it only when it changed."""
-        now = ts_recv if ts_recv > self.now else self.now
-        stale_after = self.config.stale_after_ns
+        fresh_after = (ts_recv if ts_recv > self.now else self.now) - self.config.stale_after_ns
         bp = bs = bmax = ap = as_ = amax = 0
         bv = av = ""
-        excluded: list[ExcludedVenue] = []
+        excluded: list[ExcludedVenue] | None = None
         for b in self._symbol_books[symbol]:
-            if not b.synced:
-                excluded.append(ExcludedVenue(b.venue, "resync"))
-                continue
-            if now - b.last_ts_recv > stale_after:
-                excluded.append(ExcludedVenue(b.venue, "stale"))
+            if not b.synced or b.last_ts_recv < fresh_after:
+                if excluded is None:
+                    excluded = []
+                excluded.append(_excluded(b.venue, "resync" if not b.synced else "stale"))
                 continue
             keys = b.bid_keys
             if keys:
@@ -350,19 +357,18 @@ class Engine:
                     as_ += s
                     if s > amax:
                         av, amax = b.venue, s
-        prev = self._nbbo.get(symbol)
-        ex = tuple(excluded)
-        if (prev is not None and prev.bid_price == bp and prev.bid_size == bs and prev.ask_price == ap
-                and prev.ask_size == as_ and prev.bid_venue == bv and prev.ask_venue == av
-                and prev.excluded == ex):
+        ex = tuple(excluded) if excluded is not None else ()
+        state = (bp, bs, bv, ap, as_, av, ex)
+        if self._nbbo_state.get(symbol) == state:
             return
+        self._nbbo_state[symbol] = state
         both = bool(bp and ap)
         nbbo = Nbbo(symbol, bp, bs, bv, ap, as_, av, both and bp == ap, both and bp > ap, ex,
                     ts_event, ts_recv)
         self._nbbo[symbol] = nbbo
         out.append(nbbo)
         if symbol in self._alert_symbols and bp and ap:
-            self._evaluate_alerts(symbol, AlertSource.NBBO_MID, (bp + ap) // 2, None, ts_event, out)
+            self._evaluate_alerts(symbol, AlertSource.NBBO_MID, div_round(bp + ap, 2), None, ts_event, out)
 
     # -- trades ---------------------------------------------------------------------------------
 
@@ -388,6 +394,8 @@ class Engine:
             self._flag(ev, QualityKind.LATE_TRADE, price, state.candles.watermark or 0,
                        "trade older than the candle grace period: kept in the tape, not in candles", out)
         state.recent.append(ev)
+        state.recent_price = price
+        state.last_ts = ev.ts_recv
         out.append(ev)
         if ev.symbol in self._alert_symbols:
             ticker = state.candles.ticker(ev.ts_event) if self._has_ticker else None
@@ -418,7 +426,7 @@ class Engine:
         detector = self._quote_spikes.get(key)
         if detector is None:
             detector = self._quote_spikes[key] = SpikeDetector(self.config.quote_spikes)
-        mid = (bk[-1] - ak[-1]) // 2
+        mid = (bk[-1] - ak[-1]) >> 1  # floor is fine for a spike reference
         if detector.check(mid):
             self._flag(ev, QualityKind.QUOTE_SPIKE, mid, detector.median, "mid far from rolling median", out)
 
@@ -464,12 +472,11 @@ class Engine:
         """A venue's price for an index: the mid of a consistent book, else its last trade."""
         book = self._books.get((venue, symbol))
         if book is not None and book.synced and book.bid_keys and book.ask_keys:
-            return (book.bid_keys[-1] - book.ask_keys[-1]) // 2, book.last_ts_recv
-        ring = self._trades.get((venue, symbol))
-        if ring is not None:
-            last = ring.candles.last_price
-            if last is not None:
-                return last, ring.candles.watermark or 0
+            # The mid, rounded half-even to 1e-9 (the index then rounds its weighted mean once more).
+            return div_round(book.bid_keys[-1] - book.ask_keys[-1], 2), book.last_ts_recv
+        state = self._trades.get((venue, symbol))
+        if state is not None and state.last_ts:
+            return state.recent_price, state.last_ts
         return None
 
     def _publish_pricing(self, now: int, out: list[object]) -> None:
@@ -570,7 +577,8 @@ class Engine:
             return picked[:limit][::-1]
         return list(islice(reversed(ring), limit))[::-1]
 
-    def _consolidation_inputs(self, symbol: str) -> tuple[list[L2Book], tuple[ExcludedVenue, ...]]:
+    def _consolidation_inputs(self, symbol: str) -> tuple[list[L2Book], tuple[ExcludedVenue, ...], int]:
+        """Usable books, the excluded venues and "now" (latest tick or newest book receive time)."""
         books = self._symbol_books.get(symbol, [])
         now = max([self.now, *(b.last_ts_recv for b in books)])
         usable: list[L2Book] = []
@@ -581,22 +589,22 @@ class Engine:
                 excluded.append(ExcludedVenue(b.venue, reason))
             else:
                 usable.append(b)
-        return usable, tuple(excluded)
+        return usable, tuple(excluded), now
 
     def consolidated_book(self, symbol: str, depth: int) -> ConsolidatedBook:
         """Top ``depth`` price levels summed over usable venues, with each venue's size."""
-        books, excluded = self._consolidation_inputs(symbol)
+        books, excluded, now = self._consolidation_inputs(symbol)
         bids = _consolidate([(b.venue, b.bids, list(islice(reversed(b.bid_keys), depth)))
                              for b in books], depth, descending=True)
         asks = _consolidate([(b.venue, b.asks, [-k for k in islice(reversed(b.ask_keys), depth)])
                              for b in books], depth, descending=False)
-        return ConsolidatedBook(symbol, bids, asks, excluded, self.now)
+        return ConsolidatedBook(symbol, bids, asks, excluded, now)
 
     def depth_heatmap(self, symbol: str, bucket_size: int, buckets: int) -> DepthHeatmap:
         """Consolidated depth in ``bucket_size`` price buckets, ``buckets`` per side from the best."""
         if bucket_size <= 0 or buckets <= 0:
             raise ValueError("bucket_size and buckets must be > 0")
-        books, _ = self._consolidation_inputs(symbol)
+        books, _, now = self._consolidation_inputs(symbol)
         bid_sums: dict[int, int] = {}
         ask_sums: dict[int, int] = {}
         for b in books:
@@ -605,7 +613,18 @@ class Engine:
             _bucket_sums(((-k, b.asks[-k]) for k in reversed(b.ask_keys)), bucket_size, buckets, ask_sums)
         bids = tuple(HeatmapBucket(p, s) for p, s in sorted(bid_sums.items(), reverse=True)[:buckets])
         asks = tuple(HeatmapBucket(p, s) for p, s in sorted(ask_sums.items())[:buckets])
-        return DepthHeatmap(symbol, bucket_size, bids, asks, self.now)
+        return DepthHeatmap(symbol, bucket_size, bids, asks, now)
+
+
+_EXCLUDED: dict[tuple[str, str], ExcludedVenue] = {}
+
+
+def _excluded(venue: str, reason: str) -> ExcludedVenue:
+    """Shared ExcludedVenue records (they are immutable), so an NBBO recompute allocates none."""
+    ev = _EXCLUDED.get((venue, reason))
+    if ev is None:
+        ev = _EXCLUDED[venue, reason] = ExcludedVenue(venue, reason)
+    return ev
 
 
 def _bucket_sums(levels: Iterable[tuple[int, int]], bucket_size: int, buckets: int,
