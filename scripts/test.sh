@@ -21,13 +21,25 @@ ruff check .
 echo "== mypy --strict"
 mypy
 
-echo "== pytest"
-set +e
-python -m pytest "$@"
-rc=$?
-set -e
-if [ "$rc" -eq 5 ]; then
-  echo "pytest collected no tests" >&2
-  exit 1
-fi
-exit "$rc"
+run_pytest() {
+  set +e
+  python -m pytest "$@"
+  local rc=$?
+  set -e
+  if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests" >&2
+    return 1
+  fi
+  return "$rc"
+}
+
+echo "== pytest tests/engine, interpreted engine"
+python scripts/build_native.py --clean
+run_pytest tests/engine "$@"
+
+echo "== build the compiled engine (mypyc)"
+python scripts/build_native.py > build-native.log 2>&1 || { cat build-native.log; exit 1; }
+tail -n 1 build-native.log
+
+echo "== pytest, compiled engine (what the service runs)"
+run_pytest "$@"
