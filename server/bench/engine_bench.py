@@ -124,8 +124,9 @@ def _per_event_costs(work: Workload) -> dict[str, float]:
     }
 
 
-def _peer_order_book(work: Workload) -> float | None:
-    """cryptofeed's order book (C extension ``order_book``): same level updates + best bid/ask per message."""
+def _peer_order_book(work: Workload, read_top: bool = True) -> float | None:
+    """cryptofeed's order book (C extension ``order_book``): same level updates, and (``read_top``) the
+    best bid/ask read per message as cryptofeed does (``bids.index(0)``)."""
     try:
         from order_book import OrderBook
     except ImportError:
@@ -158,9 +159,8 @@ def _peer_order_book(work: Workload) -> float | None:
                     asks[p] = s
                 elif p in asks:
                     del asks[p]
-            if len(bids):
+            if read_top:
                 bids.index(0)
-            if len(asks):
                 asks.index(0)
         elapsed = time.perf_counter() - t0
     finally:
@@ -269,8 +269,11 @@ def run(quick: bool = False, peers: bool = True, log: Callable[[str], None] | No
     """All engine figures as one flat dict (names carry their units)."""
     say = log or (lambda _m: None)
     n = 200_000 if quick else 1_000_000
+    from server.engine import engine as engine_module
+
     figures: dict[str, Any] = {
         "python": sys.version.split()[0],
+        "engine_compiled_with_mypyc": not engine_module.__file__.endswith(".py"),
         "events_per_workload": n,
     }
 
@@ -286,6 +289,8 @@ def run(quick: bool = False, peers: bool = True, log: Callable[[str], None] | No
         say("peers: cryptofeed order_book, nautilus_trader OrderBook")
         ob = _peer_order_book(books)
         figures["peer_cryptofeed_order_book_deltas_per_s"] = round(ob) if ob else None
+        raw = _peer_order_book(books, read_top=False)
+        figures["peer_cryptofeed_order_book_deltas_without_top_read_per_s"] = round(raw) if raw else None
         figures["ratio_engine_vs_cryptofeed_order_book"] = (
             round(figures["book_deltas_per_s"] / ob, 3) if ob else None)
         nt = _peer_nautilus(books)

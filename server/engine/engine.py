@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
-from typing import Any
+from typing import cast
 
 from server.engine.alerts import Alert, AlertBook, AlertSource, AlertTrigger
 from server.engine.book import BookStatus, L2Book
@@ -163,26 +163,33 @@ class Engine:
         self._funding_rates: dict[str, FundingRate] = {}
         self._next_pricing = 0
         self._has_ticker = Interval.M1 in cfg.candles.intervals
-        self._handlers: dict[type, Callable[[Any, list[object]], None]] = {
-            BookDelta: self._on_delta,
-            BookSnapshot: self._on_snapshot,
-            Trade: self._on_trade,
-            Quote: self._on_quote,
-            BookReset: self._on_reset,
-            ClockTick: self._on_tick,
-        }
+        self._quote_spikes_on = cfg.quote_spikes is not None
 
     # -- input ----------------------------------------------------------------------------------
 
     def apply(self, event: Event, out: list[object]) -> None:
         """Apply one event; its updates are appended to ``out``."""
-        self._handlers[type(event)](event, out)
+        self.apply_batch((event,), out)
 
     def apply_batch(self, events: Iterable[Event], out: list[object]) -> None:
         """Apply events in order; their updates are appended to ``out`` in order."""
-        handlers = self._handlers
         for event in events:
-            handlers[type(event)](event, out)
+            # Explicit type tests: compiled, these are direct calls (a dict of bound methods is not).
+            kind = type(event)
+            if kind is BookDelta:
+                self._on_delta(cast(BookDelta, event), out)
+            elif kind is Trade:
+                self._on_trade(cast(Trade, event), out)
+            elif kind is BookSnapshot:
+                self._on_snapshot(cast(BookSnapshot, event), out)
+            elif kind is Quote:
+                self._on_quote(cast(Quote, event), out)
+            elif kind is ClockTick:
+                self._on_tick(cast(ClockTick, event), out)
+            elif kind is BookReset:
+                self._on_reset(cast(BookReset, event), out)
+            else:
+                raise TypeError(f"not an engine event: {type(event).__name__}")
 
     # -- books ----------------------------------------------------------------------------------
 
@@ -208,36 +215,36 @@ class Engine:
         book.last_ts_event = ev.ts_event
         book.last_ts_recv = ev.ts_recv
         out.append(ev)
-        if self.config.quote_spikes is not None:
+        if self._quote_spikes_on:
             self._check_quote(book, ev, out)
         if not was_synced or was_crossed != book.crossed:
             self._status_change(book, ev.seq, ev.seq, "snapshot", ev.ts_event, ev.ts_recv, out)
         self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
 
     def _on_delta(self, ev: BookDelta, out: list[object]) -> None:
-        book = self._books.get((ev.venue, ev.symbol))
+        venue, symbol, first_seq, seq, bids, asks, ts_event, ts_recv = ev  # unpacking beats attributes
+        book = self._books.get((venue, symbol))
         if book is None or not book.synced:
             self.counters.unsynced_deltas += 1
             if book is None:  # a new venue awaiting its snapshot is listed as excluded
-                self._book(ev.venue, ev.symbol)
-                self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+                self._book(venue, symbol)
+                self._update_nbbo(symbol, ts_event, ts_recv, out)
             return
-        seq = ev.seq
         if seq != NO_SEQUENCE:
             last = book.seq
             if seq <= last:
                 self.counters.duplicate_deltas += 1
                 return
-            if ev.first_seq > last + 1:
-                self._gap(book, last + 1, ev.first_seq, "sequence gap", ev.ts_event, ev.ts_recv, out)
+            if first_seq > last + 1:
+                self._gap(book, last + 1, first_seq, "sequence gap", ts_event, ts_recv, out)
                 return
             book.seq = seq
         book.version += 1
-        book.last_ts_event = ev.ts_event
-        book.last_ts_recv = ev.ts_recv
+        book.last_ts_event = ts_event
+        book.last_ts_recv = ts_recv
         # Apply inline (the hot path); note whether a change was at or better than the old best.
         touched = False
-        changes = ev.bids
+        changes = bids
         if changes:
             levels = book.bids
             keys = book.bid_keys
@@ -251,7 +258,7 @@ class Engine:
                     levels[price] = size
                 elif levels.pop(price, None) is not None:
                     del keys[bisect_left(keys, price)]
-        changes = ev.asks
+        changes = asks
         if changes:
             levels = book.asks
             keys = book.ask_keys
@@ -267,14 +274,14 @@ class Engine:
                     del keys[bisect_left(keys, -price)]
         out.append(ev)
         if touched:
-            if self.config.quote_spikes is not None:
+            if self._quote_spikes_on:
                 self._check_quote(book, ev, out)
             crossed = book.is_crossed()
             if crossed != book.crossed:
                 book.crossed = crossed
                 self._status_change(book, seq, seq, "crossed" if crossed else "uncrossed",
-                                    ev.ts_event, ev.ts_recv, out)
-            self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+                                    ts_event, ts_recv, out)
+            self._update_nbbo(symbol, ts_event, ts_recv, out)
 
     def _on_quote(self, ev: Quote, out: list[object]) -> None:
         book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
@@ -286,7 +293,7 @@ class Engine:
         book.last_ts_event = ev.ts_event
         book.last_ts_recv = ev.ts_recv
         out.append(ev)
-        if self.config.quote_spikes is not None:
+        if self._quote_spikes_on:
             self._check_quote(book, ev, out)
         if not was_synced:
             self._status_change(book, 0, 0, "quote", ev.ts_event, ev.ts_recv, out)
@@ -373,35 +380,33 @@ class Engine:
     # -- trades ---------------------------------------------------------------------------------
 
     def _on_trade(self, ev: Trade, out: list[object]) -> None:
-        state = self._trades.get((ev.venue, ev.symbol))
+        venue, symbol, tid, price, size, side, ts_event, ts_recv = ev  # unpacking beats attributes
+        state = self._trades.get((venue, symbol))
         if state is None:
-            state = self._new_trade_state(ev.venue, ev.symbol)
-        tid = ev.trade_id
+            state = self._new_trade_state(venue, symbol)
         if tid:
             ids = state.ids
             if tid in ids:
                 self.counters.duplicate_trades += 1
-                self._flag(ev, QualityKind.DUPLICATE_TRADE, ev.price, 0, f"trade id {tid} seen before", out)
+                self._flag(ev, QualityKind.DUPLICATE_TRADE, price, 0, f"trade id {tid} seen before", out)
                 return
             ids[tid] = None
             if len(ids) > state.ids_limit:
                 state.ids = dict.fromkeys(list(ids)[-state.window:])
-        price = ev.price
         spikes = state.spikes
         if spikes is not None and spikes.check(price):
             self._flag(ev, QualityKind.PRICE_SPIKE, price, spikes.median, "trade far from the median", out)
-        if not state.candles.add_trade(price, ev.size, ev.side, ev.ts_event, ev.ts_recv, out):
+        if not state.candles.add_trade(price, size, side, ts_event, ts_recv, out):
             self._flag(ev, QualityKind.LATE_TRADE, price, state.candles.watermark or 0,
                        "trade older than the candle grace period: kept in the tape, not in candles", out)
         state.recent.append(ev)
         state.recent_price = price
-        state.last_ts = ev.ts_recv
+        state.last_ts = ts_recv
         out.append(ev)
-        if ev.symbol in self._alert_symbols:
-            ticker = state.candles.ticker(ev.ts_event) if self._has_ticker else None
+        if symbol in self._alert_symbols:
+            ticker = state.candles.ticker(ts_event) if self._has_ticker else None
             change = ticker.change_pct if ticker is not None else None
-            self._evaluate_alerts(ev.symbol, AlertSource.LAST_TRADE, price, change, ev.ts_event, out,
-                                  ev.venue)
+            self._evaluate_alerts(symbol, AlertSource.LAST_TRADE, price, change, ts_event, out, venue)
 
     def _new_trade_state(self, venue: str, symbol: str) -> _TradeState:
         recent = self._recent.get(symbol)
