@@ -44,6 +44,9 @@ class Workload:
         for s in self.symbols:
             bids, asks = _snapshot_levels(self.mids[s], levels)
             self.setup.extend(BookSnapshot(v, s, 1, bids, asks, START_NS, START_NS) for v in self.venues)
+            if trade_share > 0:  # create every trade series (candles, ticker) before timing starts
+                self.setup.extend(Trade(v, s, f"setup-{v}", self.mids[s], 1_000_000, Side.BUY,
+                                        START_NS, START_NS) for v in self.venues)
         self.events: list[Event] = []
         seqs = dict.fromkeys(((v, s) for v in self.venues for s in self.symbols), 1)
         trade_ids = 0
