@@ -82,8 +82,12 @@ def from_scaled(value: int, decimals: int) -> int:
 
 
 def to_decimal(value: int, scale: int = SCALE) -> Decimal:
-    """Exact ``decimal.Decimal`` of a fixed-point value (for display and tests)."""
-    return Decimal(value) / Decimal(scale)
+    """Exact ``decimal.Decimal`` of a fixed-point value at a power-of-ten scale (no context rounding)."""
+    places = len(str(scale)) - 1
+    if scale != 10**places:
+        raise ValueError(f"scale must be a power of ten, not {scale}")
+    digits = tuple(int(c) for c in str(abs(value)))
+    return Decimal((1 if value < 0 else 0, digits, -places))
 
 
 def format_fixed(value: int, decimals: int = SCALE_DIGITS) -> str:
