@@ -33,8 +33,12 @@ class L2Book:
 
     __slots__ = (
         "ask_keys",
+        "ask_price",
+        "ask_size",
         "asks",
         "bid_keys",
+        "bid_price",
+        "bid_size",
         "bids",
         "crossed",
         "last_ts_event",
@@ -59,6 +63,11 @@ class L2Book:
         self.crossed = False
         self.last_ts_event = 0
         self.last_ts_recv = 0
+        # The top of book, kept beside the levels so NBBO reads it without touching them (0 = empty).
+        self.bid_price = 0
+        self.bid_size = 0
+        self.ask_price = 0
+        self.ask_size = 0
 
     # -- mutation -------------------------------------------------------------------------------
 
@@ -68,6 +77,7 @@ class L2Book:
         self.asks = {p: s for p, s in dict(asks).items() if s}
         self.bid_keys = sorted(self.bids)
         self.ask_keys = sorted(-p for p in self.asks)
+        self.refresh_top()
 
     def apply(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
         """Apply changed levels; size 0 deletes (deleting an absent level is a no-op)."""
@@ -91,6 +101,24 @@ class L2Book:
                     book[price] = size
                 elif book.pop(price, None) is not None:
                     del keys[bisect_left(keys, -price)]
+        self.refresh_top()
+
+    def refresh_top(self) -> None:
+        """Recompute the cached top of book after the levels changed."""
+        keys = self.bid_keys
+        if keys:
+            p = keys[-1]
+            self.bid_price = p
+            self.bid_size = self.bids[p]
+        else:
+            self.bid_price = self.bid_size = 0
+        keys = self.ask_keys
+        if keys:
+            p = -keys[-1]
+            self.ask_price = p
+            self.ask_size = self.asks[p]
+        else:
+            self.ask_price = self.ask_size = 0
 
     def set_top(self, bid_price: int, bid_size: int, ask_price: int, ask_size: int) -> None:
         """Replace the book with one level per side (a quote-only venue); size 0 empties a side."""
@@ -98,6 +126,7 @@ class L2Book:
         self.asks = {ask_price: ask_size} if ask_size else {}
         self.bid_keys = [bid_price] if bid_size else []
         self.ask_keys = [-ask_price] if ask_size else []
+        self.refresh_top()
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -111,25 +140,11 @@ class L2Book:
 
     def top(self) -> tuple[int, int, int, int]:
         """(bid price, bid size, ask price, ask size); an empty side reads as 0, 0."""
-        bk = self.bid_keys
-        ak = self.ask_keys
-        if bk:
-            bp = bk[-1]
-            bs = self.bids[bp]
-        else:
-            bp = bs = 0
-        if ak:
-            ap = -ak[-1]
-            as_ = self.asks[ap]
-        else:
-            ap = as_ = 0
-        return bp, bs, ap, as_
+        return self.bid_price, self.bid_size, self.ask_price, self.ask_size
 
     def is_crossed(self) -> bool:
         """Best bid at or above best ask (a locked single-venue book counts as crossed)."""
-        bk = self.bid_keys
-        ak = self.ask_keys
-        return bool(bk and ak and bk[-1] >= -ak[-1])
+        return bool(self.bid_price and self.ask_price and self.bid_price >= self.ask_price)
 
     def bid_levels(self, depth: int | None = None) -> list[Level]:
         """Bids best first, at most ``depth`` levels (all when None)."""

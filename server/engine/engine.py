@@ -111,6 +111,20 @@ class EngineCounters:
     resets: int = 0
 
 
+class _SymbolState:
+    """Per symbol: its venue books (by venue name) and the NBBO last emitted, as plain fields."""
+
+    __slots__ = ("ask_price", "ask_size", "ask_venue", "bid_price", "bid_size", "bid_venue", "books",
+                 "excluded", "known")
+
+    def __init__(self) -> None:
+        self.books: list[L2Book] = []
+        self.known = False
+        self.bid_price = self.bid_size = self.ask_price = self.ask_size = 0
+        self.bid_venue = self.ask_venue = ""
+        self.excluded: tuple[ExcludedVenue, ...] = ()
+
+
 class _TradeState:
     """Per (venue, symbol) trade state: recent ids, candles with the 24h ticker, the spike detector.
 
@@ -146,9 +160,8 @@ class Engine:
         self.now = 0
         """Time of the latest ClockTick (reads that need "now" also take the newest book receive time)."""
         self._books: dict[tuple[str, str], L2Book] = {}
-        self._symbol_books: dict[str, list[L2Book]] = {}
+        self._symbols: dict[str, _SymbolState] = {}
         self._nbbo: dict[str, Nbbo] = {}
-        self._nbbo_state: dict[str, tuple[object, ...]] = {}
         self._trades: dict[tuple[str, str], _TradeState] = {}
         self._recent: dict[str, deque[Trade]] = {}
         self._quote_spikes: dict[tuple[str, str], SpikeDetector] = {}
@@ -198,9 +211,11 @@ class Engine:
         if book is None:
             book = L2Book(venue, symbol)
             self._books[venue, symbol] = book
-            books = self._symbol_books.setdefault(symbol, [])
-            books.append(book)
-            books.sort(key=lambda b: b.venue)
+            state = self._symbols.get(symbol)
+            if state is None:
+                state = self._symbols[symbol] = _SymbolState()
+            state.books.append(book)
+            state.books.sort(key=lambda b: b.venue)
         return book
 
     def _on_snapshot(self, ev: BookSnapshot, out: list[object]) -> None:
@@ -274,6 +289,7 @@ class Engine:
                     del keys[bisect_left(keys, -price)]
         out.append(ev)
         if touched:
+            book.refresh_top()
             if self._quote_spikes_on:
                 self._check_quote(book, ev, out)
             crossed = book.is_crossed()
@@ -338,26 +354,25 @@ class Engine:
         bp = bs = bmax = ap = as_ = amax = 0
         bv = av = ""
         excluded: list[ExcludedVenue] | None = None
-        for b in self._symbol_books[symbol]:
+        st = self._symbols[symbol]
+        for b in st.books:
             if not b.synced or b.last_ts_recv < fresh_after:
                 if excluded is None:
                     excluded = []
                 excluded.append(_excluded(b.venue, "resync" if not b.synced else "stale"))
                 continue
-            keys = b.bid_keys
-            if keys:
-                p = keys[-1]
-                s = b.bids[p]
+            p = b.bid_price
+            if p:
+                s = b.bid_size
                 if p > bp:
                     bp, bs, bv, bmax = p, s, b.venue, s
                 elif p == bp:
                     bs += s
                     if s > bmax:
                         bv, bmax = b.venue, s
-            keys = b.ask_keys
-            if keys:
-                p = -keys[-1]
-                s = b.asks[p]
+            p = b.ask_price
+            if p:
+                s = b.ask_size
                 if not ap or p < ap:
                     ap, as_, av, amax = p, s, b.venue, s
                 elif p == ap:
@@ -365,10 +380,13 @@ class Engine:
                     if s > amax:
                         av, amax = b.venue, s
         ex = tuple(excluded) if excluded is not None else ()
-        state = (bp, bs, bv, ap, as_, av, ex)
-        if self._nbbo_state.get(symbol) == state:
+        if (st.bid_price == bp and st.bid_size == bs and st.ask_price == ap and st.ask_size == as_
+                and st.bid_venue == bv and st.ask_venue == av and st.excluded == ex and st.known):
             return
-        self._nbbo_state[symbol] = state
+        st.known = True
+        st.bid_price, st.bid_size, st.bid_venue = bp, bs, bv
+        st.ask_price, st.ask_size, st.ask_venue = ap, as_, av
+        st.excluded = ex
         both = bool(bp and ap)
         nbbo = Nbbo(symbol, bp, bs, bv, ap, as_, av, both and bp == ap, both and bp > ap, ex,
                     ts_event, ts_recv)
@@ -423,15 +441,13 @@ class Engine:
 
     def _check_quote(self, book: L2Book, ev: BookDelta | BookSnapshot | Quote, out: list[object]) -> None:
         """Spike check on the venue's mid after its top of book changed."""
-        bk = book.bid_keys
-        ak = book.ask_keys
-        if not (bk and ak):
+        if not (book.bid_price and book.ask_price):
             return
         key = (book.venue, book.symbol)
         detector = self._quote_spikes.get(key)
         if detector is None:
             detector = self._quote_spikes[key] = SpikeDetector(self.config.quote_spikes)
-        mid = (bk[-1] - ak[-1]) >> 1  # floor is fine for a spike reference
+        mid = (book.bid_price + book.ask_price) >> 1  # floor is fine for a spike reference
         if detector.check(mid):
             self._flag(ev, QualityKind.QUOTE_SPIKE, mid, detector.median, "mid far from rolling median", out)
 
@@ -463,7 +479,7 @@ class Engine:
     def _on_tick(self, ev: ClockTick, out: list[object]) -> None:
         ts = ev.ts
         self.now = max(self.now, ts)
-        for symbol in self._symbol_books:
+        for symbol in self._symbols:
             self._update_nbbo(symbol, ts, ts, out)
         candle_wm = ts - self.config.candle_close_delay_ns
         for state in self._trades.values():
@@ -523,10 +539,11 @@ class Engine:
         return self._books.get((venue, symbol))
 
     def venues(self, symbol: str) -> list[str]:
-        return [b.venue for b in self._symbol_books.get(symbol, ())]
+        state = self._symbols.get(symbol)
+        return [b.venue for b in state.books] if state is not None else []
 
     def symbols(self) -> list[str]:
-        return sorted(set(self._symbol_books) | set(self._recent))
+        return sorted(set(self._symbols) | set(self._recent))
 
     def nbbo(self, symbol: str) -> Nbbo | None:
         return self._nbbo.get(symbol)
@@ -584,7 +601,8 @@ class Engine:
 
     def _consolidation_inputs(self, symbol: str) -> tuple[list[L2Book], tuple[ExcludedVenue, ...], int]:
         """Usable books, the excluded venues and "now" (latest tick or newest book receive time)."""
-        books = self._symbol_books.get(symbol, [])
+        state = self._symbols.get(symbol)
+        books = state.books if state is not None else []
         now = max([self.now, *(b.last_ts_recv for b in books)])
         usable: list[L2Book] = []
         excluded: list[ExcludedVenue] = []
