@@ -101,6 +101,9 @@ def _assert_same(book: L2Book, m: ModelBook) -> None:
     assert book.ask_levels() == sorted(m.asks.items())
     assert book.bid_levels(3) == sorted(m.bids.items(), reverse=True)[:3]
     assert book.is_crossed() == bool(m.bids and m.asks and max(m.bids) >= min(m.asks))
+    best_bid = max(m.bids, default=0)
+    best_ask = min(m.asks, default=0)
+    assert book.top() == (best_bid, m.bids.get(best_bid, 0), best_ask, m.asks.get(best_ask, 0))
 
 
 @settings(max_examples=200, deadline=None)
