@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Contract checks for protos/ (what CI runs):
 #   1. buf lint      (STANDARD rules, buf.yaml), and buf format (canonical layout of the .proto files)
-#   2. buf breaking  (FILE rules) against the `main` branch, when main has a commit holding protos/
+#   2. buf breaking  (FILE rules) against every commit that changed protos/
 #   3. python scripts/gen_protos.py --check  (the committed clients/python/src/marketdata is current)
 # buf comes from npm (@bufbuild/buf, pinned in package.json / package-lock.json); it is installed
 # here if node_modules lacks it. Exits non-zero if any step fails; all steps run regardless.
@@ -9,13 +9,11 @@
 # Environment:
 #   PYTHON                 interpreter with the dev tools (grpcio-tools, mypy-protobuf);
 #                          default: $VIRTUAL_ENV's, else .venv/bin/python, else python3 / python.
-#   BUF_BREAKING_BRANCH    branch to compare against (default: main).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 2
 
-BRANCH="${BUF_BREAKING_BRANCH:-main}"
 failed=()
 
 step() { printf '\n== %s\n' "$*"; }
@@ -58,17 +56,24 @@ else
 fi
 
 # --- breaking ------------------------------------------------------------------------------------
-step "buf breaking (against branch ${BRANCH})"
+# A published contract never breaks: compare with every earlier commit that changed protos/ (there are
+# few), not just with the branch tip, so a break is caught whichever commit made it.
+step "buf breaking (against every commit that changed protos/)"
 if ! git rev-parse --git-dir >/dev/null 2>&1; then
   echo "skipped: not a git checkout"
-elif ! git rev-parse --verify --quiet "refs/heads/${BRANCH}^{commit}" >/dev/null; then
-  echo "skipped: branch ${BRANCH} has no commit yet"
-elif [[ -z "$(git ls-tree -r --name-only "refs/heads/${BRANCH}" -- protos | grep '\.proto$')" ]]; then
-  echo "skipped: branch ${BRANCH} holds no protos/*.proto yet"
-elif "${BUF[@]}" breaking --against ".git#branch=${BRANCH}"; then
-  echo "ok"
 else
-  failed+=("buf breaking")
+  checked=0
+  for sha in $(git log --format=%H -- protos buf.yaml); do
+    if ! git ls-tree -r --name-only "$sha" -- protos | grep -q '\.proto$'; then
+      continue
+    fi
+    checked=$((checked + 1))
+    if ! "${BUF[@]}" breaking --against ".git#ref=${sha}"; then
+      echo "breaking change against ${sha}" >&2
+      failed+=("buf breaking vs ${sha:0:12}")
+    fi
+  done
+  echo "compared with ${checked} earlier contract version(s)"
 fi
 
 # --- generated code drift ------------------------------------------------------------------------
