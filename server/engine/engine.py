@@ -220,10 +220,20 @@ class Engine:
 
     def _on_snapshot(self, ev: BookSnapshot, out: list[object]) -> None:
         book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
-        was_synced = book.synced
-        was_crossed = book.crossed
+        was_synced, was_crossed = book.synced, book.crossed
         book.replace(ev.bids, ev.asks)
         book.seq = ev.seq
+        self._replaced(book, ev, ev.seq, "snapshot", was_synced, was_crossed, out)
+
+    def _on_quote(self, ev: Quote, out: list[object]) -> None:
+        book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
+        was_synced, was_crossed = book.synced, book.crossed
+        book.set_top(ev.bid_price, ev.bid_size, ev.ask_price, ev.ask_size)
+        self._replaced(book, ev, 0, "quote", was_synced, was_crossed, out)
+
+    def _replaced(self, book: L2Book, ev: BookSnapshot | Quote, seq: int, reason: str, was_synced: bool,
+                  was_crossed: bool, out: list[object]) -> None:
+        """After a snapshot or quote replaced a whole book: it is consistent again."""
         book.synced = True
         book.crossed = book.is_crossed()
         book.version += 1
@@ -233,7 +243,7 @@ class Engine:
         if self._quote_spikes_on:
             self._check_quote(book, ev, out)
         if not was_synced or was_crossed != book.crossed:
-            self._status_change(book, ev.seq, ev.seq, "snapshot", ev.ts_event, ev.ts_recv, out)
+            self._status_change(book, seq, seq, reason, ev.ts_event, ev.ts_recv, out)
         self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
 
     def _on_delta(self, ev: BookDelta, out: list[object]) -> None:
@@ -298,22 +308,6 @@ class Engine:
                 self._status_change(book, seq, seq, "crossed" if crossed else "uncrossed",
                                     ts_event, ts_recv, out)
             self._update_nbbo(symbol, ts_event, ts_recv, out)
-
-    def _on_quote(self, ev: Quote, out: list[object]) -> None:
-        book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
-        was_synced = book.synced
-        book.set_top(ev.bid_price, ev.bid_size, ev.ask_price, ev.ask_size)
-        book.synced = True
-        book.crossed = book.is_crossed()
-        book.version += 1
-        book.last_ts_event = ev.ts_event
-        book.last_ts_recv = ev.ts_recv
-        out.append(ev)
-        if self._quote_spikes_on:
-            self._check_quote(book, ev, out)
-        if not was_synced:
-            self._status_change(book, 0, 0, "quote", ev.ts_event, ev.ts_recv, out)
-        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
 
     def _on_reset(self, ev: BookReset, out: list[object]) -> None:
         book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
