@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from server.engine.alerts import Alert, AlertCondition, AlertSource
 from server.engine.engine import Engine, EngineConfig
 from server.engine.events import BookDelta, BookSnapshot, ClockTick, Event, Level, Side, Trade
+from server.engine.pricing import FundingConfig, IndexComponent, IndexConfig, MarkConfig
 
 TICK = 10_000_000  # 0.01 at scale 1e-9
 START_NS = 1_700_000_000 * 1_000_000_000
@@ -79,8 +81,34 @@ class Workload:
         self.end_ns = t
 
 
-def _run_engine(work: Workload, config: EngineConfig | None = None) -> tuple[Engine, float, int]:
+def full_config(work: Workload) -> EngineConfig:
+    """Every derived channel on: an index per symbol over its venues, and mark price and funding
+    for every tenth symbol (treated as a perpetual)."""
+    indices = tuple(IndexConfig(f"{s}.IDX", tuple(IndexComponent(v, s, 1) for v in work.venues))
+                    for s in work.symbols)
+    perps = work.symbols[::10]
+    marks = tuple(MarkConfig(s, f"{s}.IDX") for s in perps)
+    funding = tuple(FundingConfig(s) for s in perps)
+    return EngineConfig(indices=indices, marks=marks, funding=funding)
+
+
+def _add_alerts(engine: Engine, work: Workload) -> None:
+    """Four alerts per symbol, far from the market: every trade and NBBO runs the alert check."""
+    for s in work.symbols:
+        mid = work.mids[s]
+        for i, (cond, thr) in enumerate(((AlertCondition.PRICE_ABOVE, 2 * mid),
+                                         (AlertCondition.PRICE_BELOW, mid // 2),
+                                         (AlertCondition.CHANGE_PCT_ABOVE, 50 * 10**9),
+                                         (AlertCondition.CHANGE_PCT_BELOW, -50 * 10**9))):
+            source = AlertSource.NBBO_MID if i == 1 else AlertSource.LAST_TRADE
+            engine.add_alert(Alert(f"{s}-{i}", s, cond, thr, source))
+
+
+def _run_engine(work: Workload, config: EngineConfig | None = None,
+                alerts: bool = False) -> tuple[Engine, float, int]:
     engine = Engine(config)
+    if alerts:
+        _add_alerts(engine, work)
     out: list[object] = []
     engine.apply_batch(work.setup, out)
     out.clear()
@@ -99,15 +127,20 @@ def _run_engine(work: Workload, config: EngineConfig | None = None) -> tuple[Eng
     return engine, elapsed, len(events)
 
 
-def _median_rate(work: Workload, repeats: int) -> int:
-    """Events/s through a fresh engine, the median of ``repeats`` runs (this machine is noisy)."""
-    rates = sorted(n / el for _, el, n in (_run_engine(work) for _ in range(repeats)))
+def _median_rate(work: Workload, repeats: int, full: bool = False) -> int:
+    """Events/s through a fresh engine, the median of ``repeats`` runs (this machine is noisy).
+
+    ``full``: every derived channel configured (``full_config``) and alerts registered.
+    """
+    config = full_config(work) if full else None
+    rates = sorted(n / el for _, el, n in (_run_engine(work, config, full) for _ in range(repeats)))
     return round(rates[len(rates) // 2])
 
 
 def _per_event_costs(work: Workload) -> dict[str, float]:
     """Per-event cost, each event timed alone (timer overhead measured and subtracted)."""
-    engine = Engine()
+    engine = Engine(full_config(work))
+    _add_alerts(engine, work)
     out: list[object] = []
     engine.apply_batch(work.setup, out)
     clock = time.perf_counter_ns
@@ -314,15 +347,15 @@ def run(quick: bool = False, peers: bool = True, log: Callable[[str], None] | No
 
     say("mixed: 1000 symbols x 3 venues, 80% deltas / 20% trades, every derived channel updated")
     mixed = Workload(1000, 3, 100, n, trade_share=0.2)
-    figures["mixed_events_per_s"] = _median_rate(mixed, repeats)
+    figures["mixed_events_per_s"] = _median_rate(mixed, repeats, full=True)
     costs = _per_event_costs(Workload(1000, 3, 100, n // 4, trade_share=0.2, seed=9))
     figures["mixed_event_cost_p50_ns"] = costs["p50_ns"]
     figures["mixed_event_cost_p99_ns"] = costs["p99_ns"]
     figures["mixed_event_cost_p999_ns"] = costs["p999_ns"]
 
-    say("clock tick over 1000 symbols x 3 venues (NBBO staleness, candles, pricing)")
+    say("clock tick over 1000 symbols x 3 venues (NBBO staleness, candles, 1000 indices, 100 marks/funding)")
     out: list[object] = []
-    engine_m = Engine()
+    engine_m = Engine(full_config(mixed))
     engine_m.apply_batch(mixed.setup, out)
     engine_m.apply_batch(mixed.events[: n // 10], out)
     out.clear()

@@ -29,7 +29,7 @@ from server.engine.events import (
     Trade,
 )
 from server.engine.instruments import InstrumentRegistry
-from server.engine.numbers import div_round
+from server.engine.numbers import SCALE, div_round
 from server.engine.pricing import (
     FundingConfig,
     FundingRate,
@@ -132,7 +132,8 @@ class _TradeState:
     back to the newest ``window`` ids (amortized O(1) per trade, one structure on the hot path).
     """
 
-    __slots__ = ("candles", "ids", "ids_limit", "last_ts", "recent", "recent_price", "spikes", "window")
+    __slots__ = ("candles", "ids", "ids_limit", "last_ts", "open24", "open24_until", "recent", "recent_price",
+                 "spikes", "window")
 
     def __init__(self, venue: str, symbol: str, config: EngineConfig, recent: deque[Trade]) -> None:
         self.ids: dict[str, None] = {}
@@ -140,6 +141,9 @@ class _TradeState:
         self.ids_limit = 2 * config.dedupe_window
         self.recent = recent
         self.recent_price = 0
+        self.open24 = 0
+        self.open24_until = 0
+        """The 24h ticker's open, cached until the end of the minute it was read in (for change-% alerts)."""
         self.last_ts = 0
         """Receive time and price of the newest accepted trade (for index staleness)."""
         ticker = RollingTicker(venue, symbol) if Interval.M1 in config.candles.intervals else None
@@ -416,8 +420,15 @@ class Engine:
         state.last_ts = ts_recv
         out.append(ev)
         if symbol in self._alert_symbols:
-            ticker = state.candles.ticker(ts_event) if self._has_ticker else None
-            change = ticker.change_pct if ticker is not None else None
+            change: int | None = None
+            if self._has_ticker:
+                if ts_event >= state.open24_until:
+                    # The 24h open moves only at minute boundaries: read the ticker once a minute.
+                    ticker = state.candles.ticker(ts_event)
+                    if ticker is not None:
+                        state.open24, state.open24_until = ticker.open, ticker.window_end
+                if state.open24:
+                    change = div_round(100 * SCALE * (price - state.open24), state.open24)
             self._evaluate_alerts(symbol, AlertSource.LAST_TRADE, price, change, ts_event, out, venue)
 
     def _new_trade_state(self, venue: str, symbol: str) -> _TradeState:
