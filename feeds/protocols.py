@@ -27,3 +27,27 @@ class RecordParser(Protocol):
     """Pure: raw records of one source in, normalized events out; no I/O, no clock."""
 
     def parse(self, records: Iterable[str], dead_letters: DeadLetterSink) -> Iterator[Event]: ...
+
+
+class EventSink(Protocol):
+    """Where a running feed delivers its events, in batches (a batch is one list, in order).
+
+    ``put`` may wait (backpressure from a bounded queue); it never drops.
+    """
+
+    async def put(self, batch: list[Event], /) -> None: ...
+
+
+class Feed(Protocol):
+    """A running source: an I/O handler that feeds parsed events to the engine's sink.
+
+    ``run`` returns when the source is exhausted (a file) or is cancelled (a live source).
+    ``warm`` is True once the feed has delivered its initial state (snapshots), for health checks.
+    """
+
+    name: str
+
+    @property
+    def warm(self) -> bool: ...
+
+    async def run(self, sink: EventSink) -> None: ...
