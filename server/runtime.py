@@ -1,0 +1,189 @@
+"""The running service core: feeds -> bounded ingest queue -> engine -> listeners and storage.
+
+One asyncio task owns the engine; feeds and the clock only enqueue batches, so the engine is never
+touched concurrently and gRPC handlers (same event loop) read it without locks. Storage writes run on a
+thread of their own behind a bounded queue: when storage falls behind, the engine loop waits, the
+ingest queue fills and feeds wait; nothing accepted is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from feeds.protocols import Feed
+from server.engine.engine import Engine
+from server.engine.events import ClockTick, Event
+
+log = logging.getLogger("mds.runtime")
+
+UpdateListener = Callable[[list[object]], None]
+"""Called on the event loop with every batch of engine updates, in order; must not block."""
+
+
+class BatchWriter(Protocol):
+    """What the runtime needs from storage: synchronous batch writes (run on the writer thread)."""
+
+    def write_batch(self, records: list[object]) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _StorageThread:
+    """Writes update batches on a thread; ``submit`` blocks (off the loop) when the queue is full."""
+
+    _STOP = object()
+
+    def __init__(self, writer: BatchWriter, max_batches: int = 256) -> None:
+        self.writer = writer
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=max_batches)
+        self.written = 0
+        self.errors = 0
+        self.thread = threading.Thread(target=self._run, name="mds-storage", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._STOP:
+                break
+            try:
+                self.written += self.writer.write_batch(item)  # type: ignore[arg-type]
+            except Exception:  # keep the service up; the error is logged and counted
+                self.errors += 1
+                log.exception("storage write failed")
+        try:
+            self.writer.flush()
+        finally:
+            self.writer.close()
+
+    async def submit(self, records: list[object]) -> None:
+        try:
+            self.queue.put_nowait(records)
+        except queue.Full:
+            await asyncio.to_thread(self.queue.put, records)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.queue.put, self._STOP)
+        await asyncio.to_thread(self.thread.join)
+
+
+class Runtime:
+    """Owns the engine and the tasks around it. ``start`` then ``stop(grace)``."""
+
+    def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
+                 tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.engine = engine
+        self.feeds = feeds
+        self.listeners: list[UpdateListener] = []
+        self._clock = clock
+        self._tick_interval_s = tick_interval_s
+        self._queue: asyncio.Queue[list[Event]] = asyncio.Queue(maxsize=ingest_queue_batches)
+        self._storage = _StorageThread(storage) if storage is not None else None
+        self._feed_tasks: list[asyncio.Task[None]] = []
+        self._engine_task: asyncio.Task[None] | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self.events_applied = 0
+        self.batches_applied = 0
+        self.last_batch_lag_ns = 0
+
+    # -- the sink feeds write to ----------------------------------------------------------------
+
+    async def put(self, batch: list[Event], /) -> None:
+        """EventSink: enqueue a batch for the engine (waits while the queue is full)."""
+        if batch:
+            await self._queue.put(batch)
+
+    @property
+    def warm(self) -> bool:
+        """True once every feed delivered its initial state."""
+        return all(f.warm for f in self.feeds)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._engine_task = asyncio.create_task(self._engine_loop(), name="mds-engine")
+        self._clock_task = asyncio.create_task(self._clock_loop(), name="mds-clock")
+        for feed in self.feeds:
+            self._feed_tasks.append(asyncio.create_task(self._run_feed(feed), name=f"mds-feed-{feed.name}"))
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop feeds and the clock, let the engine apply what was accepted, flush storage."""
+        for task in (*self._feed_tasks, self._clock_task):
+            if task is not None:
+                task.cancel()
+        for task in (*self._feed_tasks, self._clock_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=max(grace_s, 0.001))
+        except TimeoutError:
+            log.warning("engine did not drain %d queued batches within %.1fs", self._queue.qsize(), grace_s)
+        if self._engine_task is not None:
+            self._engine_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._engine_task
+        if self._storage is not None:
+            await self._storage.stop()
+
+    async def _run_feed(self, feed: Feed) -> None:
+        try:
+            await feed.run(self)
+            log.info("feed %s finished", feed.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("feed %s failed", feed.name)
+
+    async def _clock_loop(self) -> None:
+        interval = self._tick_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self._queue.put([ClockTick(self._clock())])
+
+    async def _engine_loop(self) -> None:
+        q = self._queue
+        engine = self.engine
+        while True:
+            batch = await q.get()
+            out: list[object] = []
+            taken = 1
+            try:
+                engine.apply_batch(batch, out)
+                applied = len(batch)
+                # Take what else is ready now: fewer, larger update batches downstream.
+                while taken < 64 and not q.empty():
+                    batch = q.get_nowait()
+                    taken += 1
+                    engine.apply_batch(batch, out)
+                    applied += len(batch)
+                self.events_applied += applied
+                self.batches_applied += taken
+                last = batch[-1]
+                recv = getattr(last, "ts_recv", None)
+                if isinstance(recv, int):
+                    self.last_batch_lag_ns = self._clock() - recv
+                if out:
+                    for listener in self.listeners:
+                        listener(out)
+                    if self._storage is not None:
+                        await self._storage.submit(out)
+            except Exception:
+                log.exception("engine failed on a batch; it was skipped")
+            finally:
+                for _ in range(taken):
+                    q.task_done()
