@@ -1,0 +1,266 @@
+"""MarketDataService and AlertService: the unary snapshot RPCs and alert CRUD, served from the engine.
+
+Bad requests end with INVALID_ARGUMENT and a message that says what was wrong; unknown symbols or
+venues with NOT_FOUND. Candles beyond what memory holds come from storage when one is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from marketdata.v1 import (
+    alert_service_pb2,
+    alert_service_pb2_grpc,
+    market_data_service_pb2,
+    market_data_service_pb2_grpc,
+)
+
+from server.engine.candles import Candle
+from server.engine.engine import Engine
+from server.service import convert
+
+pb = market_data_service_pb2
+apb = alert_service_pb2
+Ctx = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_DEPTH = 20
+DEFAULT_TRADES = 100
+MAX_TRADES = 10_000
+MAX_CANDLES = 10_000
+
+
+class CandleStore(Protocol):
+    """The part of storage GetCandles needs (blocking; called off the event loop)."""
+
+    def candles(self, venue: str, symbol: str, interval: Any, start_ns: int | None, end_ns: int | None,
+                limit: int | None) -> list[Candle]: ...
+
+
+async def _invalid(context: Ctx, message: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+    raise AssertionError("unreachable")
+
+
+async def _not_found(context: Ctx, message: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.NOT_FOUND, message)
+    raise AssertionError("unreachable")
+
+
+class MarketData(market_data_service_pb2_grpc.MarketDataServiceServicer):
+    """Unary snapshot RPCs. Streams are served by the fan-out layer."""
+
+    def __init__(self, engine: Engine, *, max_depth: int = 1000, store: CandleStore | None = None) -> None:
+        self.engine = engine
+        self.max_depth = max_depth
+        self.store = store
+
+    # -- validation helpers ---------------------------------------------------------------------
+
+    async def _symbol(self, symbol: str, context: Ctx) -> str:
+        if not symbol:
+            await _invalid(context, "symbol is required")
+        if symbol not in self.engine.instruments and not self.engine.venues(symbol) \
+                and not self.engine.recent_trades(symbol, 1):
+            await _not_found(context, f"unknown symbol {symbol!r}; ListInstruments lists the symbols")
+        return symbol
+
+    async def _depth(self, depth: int, context: Ctx) -> int:
+        if depth == 0:
+            return DEFAULT_DEPTH
+        if depth > self.max_depth:
+            await _invalid(context, f"depth {depth} is out of range: 1..{self.max_depth}")
+        return depth
+
+    async def _venue(self, symbol: str, venue: str, context: Ctx, *, required: bool = False) -> str:
+        venues = self.engine.venues(symbol) or sorted(
+            {t.venue for t in self.engine.recent_trades(symbol, 1000)})
+        if venue:
+            if venue not in venues:
+                await _not_found(context,
+                                 f"venue {venue!r} has no data for {symbol}; venues: {', '.join(venues)}")
+            return venue
+        if required:
+            if len(venues) == 1:
+                return venues[0]
+            await _invalid(context, f"venue is required for {symbol}: one of {', '.join(venues)}")
+        return ""
+
+    # -- RPCs -----------------------------------------------------------------------------------
+
+    async def ListInstruments(self, request: pb.ListInstrumentsRequest,
+                              context: Ctx) -> pb.ListInstrumentsResponse:
+        resp = pb.ListInstrumentsResponse()
+        for inst in self.engine.instruments.all():
+            if request.asset_class and convert.asset_class_pb(inst.asset_class) != request.asset_class:
+                continue
+            if request.venue and request.venue not in dict(inst.venue_symbols) \
+                    and request.venue not in self.engine.venues(inst.symbol):
+                continue
+            resp.instruments.append(convert.instrument_pb(inst))
+        return resp
+
+    async def GetOrderBook(self, request: pb.GetOrderBookRequest, context: Ctx) -> pb.GetOrderBookResponse:
+        symbol = await self._symbol(request.symbol, context)
+        depth = await self._depth(request.depth, context)
+        venue = await self._venue(symbol, request.venue, context)
+        resp = pb.GetOrderBookResponse()
+        if venue:
+            book = self.engine.book(venue, symbol)
+            if book is None:
+                await _not_found(context, f"no book for {symbol} on {venue}")
+            resp.venue_book.CopyFrom(convert.book_snapshot_from_book(book, depth, book.version))
+        else:
+            resp.consolidated_book.CopyFrom(
+                convert.consolidated_book_pb(self.engine.consolidated_book(symbol, depth)))
+        return resp
+
+    async def GetConsolidatedBook(self, request: pb.GetConsolidatedBookRequest,
+                                  context: Ctx) -> pb.GetConsolidatedBookResponse:
+        symbol = await self._symbol(request.symbol, context)
+        depth = await self._depth(request.depth, context)
+        book = self.engine.consolidated_book(symbol, depth)
+        return pb.GetConsolidatedBookResponse(book=convert.consolidated_book_pb(book))
+
+    async def GetDepthHeatmap(self, request: pb.GetDepthHeatmapRequest,
+                              context: Ctx) -> pb.GetDepthHeatmapResponse:
+        symbol = await self._symbol(request.symbol, context)
+        if request.bucket_size <= 0:
+            await _invalid(context, "bucket_size must be > 0 (a price step at scale 1e-9)")
+        count = request.bucket_count or 50
+        if count > self.max_depth:
+            await _invalid(context, f"bucket_count {count} is out of range: 1..{self.max_depth}")
+        if request.venue:
+            await _invalid(context, "per-venue heatmaps are not served; leave venue empty (consolidated)")
+        heat = self.engine.depth_heatmap(symbol, request.bucket_size, count)
+        return pb.GetDepthHeatmapResponse(heatmap=convert.depth_heatmap_pb(heat))
+
+    async def GetNbbo(self, request: pb.GetNbboRequest, context: Ctx) -> pb.GetNbboResponse:
+        symbol = await self._symbol(request.symbol, context)
+        nbbo = self.engine.nbbo(symbol)
+        if nbbo is None:
+            await _not_found(context, f"no NBBO for {symbol} yet")
+        return pb.GetNbboResponse(nbbo=convert.nbbo_pb(nbbo))
+
+    async def GetRecentTrades(self, request: pb.GetRecentTradesRequest, context: Ctx) -> pb.GetRecentTradesResponse:
+        symbol = await self._symbol(request.symbol, context)
+        limit = request.limit or DEFAULT_TRADES
+        if limit > MAX_TRADES:
+            await _invalid(context, f"limit {limit} is out of range: 1..{MAX_TRADES}")
+        venue = await self._venue(symbol, request.venue, context)
+        resp = pb.GetRecentTradesResponse()
+        for trade in self.engine.recent_trades(symbol, limit, venue):
+            resp.trades.append(convert.trade_pb(trade))
+        return resp
+
+    async def GetTicker(self, request: pb.GetTickerRequest, context: Ctx) -> pb.GetTickerResponse:
+        symbol = await self._symbol(request.symbol, context)
+        venue = await self._venue(symbol, request.venue, context, required=True)
+        ticker = self.engine.ticker(venue, symbol)
+        if ticker is None:
+            await _not_found(context, f"no trades for {symbol} on {venue} in the last 24h")
+        return pb.GetTickerResponse(ticker=convert.ticker_pb(ticker))
+
+    async def GetCandles(self, request: pb.GetCandlesRequest, context: Ctx) -> pb.GetCandlesResponse:
+        symbol = await self._symbol(request.symbol, context)
+        try:
+            interval = convert.interval_from_pb(request.interval)
+        except ValueError as exc:
+            await _invalid(context, str(exc))
+        start = request.start_ns or None
+        end = request.end_ns or None
+        if start is not None and end is not None and start > end:
+            await _invalid(context, f"start_ns {start} is after end_ns {end}")
+        limit = request.limit or 1000
+        if limit > MAX_CANDLES:
+            await _invalid(context, f"limit {limit} is out of range: 1..{MAX_CANDLES}")
+        venue = await self._venue(symbol, request.venue, context, required=True)
+        candles = self.engine.candles(venue, symbol, interval, start, end, limit)
+        oldest_in_memory = candles[0].open_time if candles else None
+        if self.store is not None and (start is None or oldest_in_memory is None or start < oldest_in_memory) \
+                and len(candles) < limit:
+            stored_end = oldest_in_memory if oldest_in_memory is not None else end
+            older = await asyncio.to_thread(self.store.candles, venue, symbol, interval, start, stored_end,
+                                            limit - len(candles))
+            candles = [c for c in older if oldest_in_memory is None or c.open_time < oldest_in_memory] + candles
+        resp = pb.GetCandlesResponse()
+        for candle in candles[-limit:]:
+            resp.candles.append(convert.candle_pb(candle))
+        return resp
+
+    async def GetIndexPrice(self, request: pb.GetIndexPriceRequest, context: Ctx) -> pb.GetIndexPriceResponse:
+        if not request.symbol:
+            await _invalid(context, "symbol is required")
+        price = self.engine.index_price(request.symbol)
+        if price is None:
+            await _not_found(context, f"no index price for {request.symbol!r}")
+        return pb.GetIndexPriceResponse(index_price=convert.index_price_pb(price))
+
+    async def GetMarkPrice(self, request: pb.GetMarkPriceRequest, context: Ctx) -> pb.GetMarkPriceResponse:
+        if not request.symbol:
+            await _invalid(context, "symbol is required")
+        price = self.engine.mark_price(request.symbol)
+        if price is None:
+            await _not_found(context, f"no mark price for {request.symbol!r}")
+        return pb.GetMarkPriceResponse(mark_price=convert.mark_price_pb(price))
+
+    async def GetFundingRate(self, request: pb.GetFundingRateRequest, context: Ctx) -> pb.GetFundingRateResponse:
+        if not request.symbol:
+            await _invalid(context, "symbol is required")
+        rate = self.engine.funding_rate(request.symbol)
+        if rate is None:
+            await _not_found(context, f"no funding rate for {request.symbol!r}")
+        return pb.GetFundingRateResponse(funding_rate=convert.funding_rate_pb(rate))
+
+
+class Alerts(alert_service_pb2_grpc.AlertServiceServicer):
+    """Alert CRUD on the engine's alert book (triggers stream through the fan-out layer)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def CreateAlert(self, request: apb.CreateAlertRequest, context: Ctx) -> apb.CreateAlertResponse:
+        if not request.symbol:
+            await _invalid(context, "symbol is required")
+        try:
+            alert = convert.alert_from_create_request(request, uuid.uuid4().hex, time.time_ns())
+            self.engine.add_alert(alert)
+        except (ValueError, TypeError) as exc:
+            await _invalid(context, str(exc))
+        return apb.CreateAlertResponse(alert=convert.alert_pb(alert))
+
+    async def GetAlert(self, request: apb.GetAlertRequest, context: Ctx) -> apb.GetAlertResponse:
+        alert = self.engine.alerts.get(request.alert_id)
+        if alert is None:
+            await _not_found(context, f"no live alert {request.alert_id!r} (it may have fired)")
+        return apb.GetAlertResponse(alert=convert.alert_pb(alert))
+
+    async def ListAlerts(self, request: apb.ListAlertsRequest, context: Ctx) -> apb.ListAlertsResponse:
+        resp = apb.ListAlertsResponse()
+        for alert in self.engine.alerts.list(request.symbol or None):
+            resp.alerts.append(convert.alert_pb(alert))
+        return resp
+
+    async def DeleteAlert(self, request: apb.DeleteAlertRequest, context: Ctx) -> apb.DeleteAlertResponse:
+        if not self.engine.remove_alert(request.alert_id):
+            await _not_found(context, f"no live alert {request.alert_id!r}")
+        return apb.DeleteAlertResponse()
+
+
+def register_market_data(servicer: MarketData) -> Any:
+    def register(server: grpc.aio.Server) -> Sequence[str]:
+        market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
+        return [pb.DESCRIPTOR.services_by_name["MarketDataService"].full_name]
+
+    return register
+
+
+def register_alerts(servicer: Alerts) -> Any:
+    def register(server: grpc.aio.Server) -> Sequence[str]:
+        alert_service_pb2_grpc.add_AlertServiceServicer_to_server(servicer, server)
+        return [apb.DESCRIPTOR.services_by_name["AlertService"].full_name]
+
+    return register
