@@ -1,0 +1,80 @@
+"""Prometheus metrics: the seed list (md_*) refreshed from the engine and runtime once a second.
+
+Values are copied on the event loop (where the engine lives) into prometheus_client gauges, which the
+HTTP exporter thread reads; the exporter never touches engine state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+from server.runtime import Runtime
+
+INGEST_LAG_MS = Gauge("md_ingest_lag_ms", "Receive-to-engine lag of the last applied batch, ms", ["topic"])
+SEQ_GAPS = Gauge("md_seq_gap_total", "Sequence gaps detected per symbol (resyncs requested)", ["symbol"])
+WS_CLIENTS = Gauge("md_ws_clients", "Connected WebSocket gateway clients")
+SNAPSHOT_LATENCY_MS = Gauge("md_snapshot_latency_ms", "Latency of the last snapshot served, ms")
+CANDLES_CLOSED = Counter("md_ohlcv_candles_closed_total", "Candles closed (all intervals)")
+INDEX_STALENESS_MS = Gauge("md_index_price_source_staleness_ms", "Age of each index source price, ms",
+                           ["index", "venue", "symbol"])
+EVENTS_APPLIED = Gauge("md_events_applied_total", "Events applied by the engine")
+INGEST_QUEUE = Gauge("md_ingest_queue_batches", "Batches waiting in the ingest queue")
+DUPLICATES = Gauge("md_duplicate_trades_total", "Duplicate trades dropped")
+STREAM_SUBSCRIBERS = Gauge("md_stream_subscribers", "Open stream subscriptions")
+
+
+class MetricsUpdater:
+    """Copies engine/runtime state into the gauges every ``interval_s``."""
+
+    def __init__(self, runtime: Runtime, interval_s: float = 1.0) -> None:
+        self.runtime = runtime
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def on_updates(self, updates: list[object]) -> None:
+        """Runtime listener: counts closed candles as they are emitted."""
+        closed = 0
+        for u in updates:
+            if getattr(u, "closed", False) is True and type(u).__name__ == "Candle":
+                closed += 1
+        if closed:
+            CANDLES_CLOSED.inc(closed)
+
+    def refresh(self) -> None:
+        engine = self.runtime.engine
+        INGEST_LAG_MS.labels("engine").set(self.runtime.last_batch_lag_ns / 1e6)
+        EVENTS_APPLIED.set(self.runtime.events_applied)
+        INGEST_QUEUE.set(self.runtime.queue_depth)
+        DUPLICATES.set(engine.counters.duplicate_trades)
+        per_symbol: dict[str, int] = {}
+        for (_, symbol), n in engine.counters.sequence_gaps.items():
+            per_symbol[symbol] = per_symbol.get(symbol, 0) + n
+        for symbol, n in per_symbol.items():
+            SEQ_GAPS.labels(symbol).set(n)
+        for index_config in engine.config.indices:
+            index = engine.index_price(index_config.symbol)
+            if index is None:
+                continue
+            for src in index.components:
+                INDEX_STALENESS_MS.labels(index_config.symbol, src.venue, src.symbol).set(
+                    max(0, engine.now - index.ts) / 1e6)
+
+    async def run(self) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(self.interval_s)
+
+    def start(self, port: int, host: str = "127.0.0.1") -> int:
+        """Start the exporter (port 0: a free one) and the refresher; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host)
+        self._task = asyncio.create_task(self.run(), name="mds-metrics")
+        return int(server.server_port)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
