@@ -1,0 +1,97 @@
+"""``SimulatorFeed``: runs the market model in real time and delivers its events to a sink in batches.
+
+Every ``tick_seconds`` (10 ms by default) the feed reads the event loop's monotonic clock, works out how
+many events are due at the configured rate since it started, asks the model for exactly those and awaits
+``sink.put(batch)``: one batch per tick, never a task per event. Event times are wall-clock ns derived
+from the loop clock (``time.time_ns()`` at start plus monotonic elapsed), so they never go backwards.
+The initial snapshots go out first, in their own batch, before any paced event; ``warm`` turns True once
+that batch was accepted by the sink.
+
+If the sink holds the feed back (backpressure) for longer than ``max_lag_seconds``, the backlog beyond
+that is skipped rather than delivered in one huge burst (the market is synthetic; nothing is lost that a
+consumer could miss). Cancelling ``run`` is safe at any await: the model is only advanced for batches
+that are handed to the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from feeds.protocols import EventSink
+from feeds.simulator.config import SimulatorConfig
+from feeds.simulator.model import MarketSimulator
+from server.engine.events import Event
+
+_NS_PER_S = 1_000_000_000
+
+
+class SimulatorFeed:
+    """The simulator as a ``feeds.protocols.Feed``."""
+
+    def __init__(self, config: SimulatorConfig | None = None, *, name: str = "simulator",
+                 tick_seconds: float = 0.01, max_lag_seconds: float = 1.0) -> None:
+        if not 0.0 < tick_seconds <= 1.0:
+            raise ValueError("tick_seconds must be within (0, 1]")
+        if max_lag_seconds < tick_seconds:
+            raise ValueError("max_lag_seconds must be >= tick_seconds")
+        self.name = name
+        self.config = config if config is not None else SimulatorConfig()
+        self.model = MarketSimulator(self.config)
+        self.tick_seconds = tick_seconds
+        self.max_lag_seconds = max_lag_seconds
+        self.batches = 0
+        self.events = 0
+        self.skipped = 0
+        """Events not generated because the sink held the feed back for more than ``max_lag_seconds``."""
+        self._warm = False
+
+    @property
+    def warm(self) -> bool:
+        return self._warm
+
+    async def run(self, sink: EventSink) -> None:
+        """Generate and deliver events until cancelled."""
+        loop = asyncio.get_running_loop()
+        rate = self.config.events_per_second
+        model = self.model
+        start = loop.time()
+        wall0 = time.time_ns()
+        max_lag = int(self.max_lag_seconds * rate)
+
+        def now_ns() -> int:
+            return wall0 + int((loop.time() - start) * _NS_PER_S)
+
+        if model.pending_snapshots:
+            await self._deliver(sink, model.step(now_ns(), model.pending_snapshots))
+        self._warm = model.warm
+        done = 0  # events accounted for at the configured rate since start (delivered or skipped)
+        tick = self.tick_seconds
+        next_tick = start
+        while True:
+            next_tick += tick
+            delay = next_tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_tick = loop.time()  # late: do not try to catch up on ticks, only on events
+                await asyncio.sleep(0)
+            elapsed = loop.time() - start
+            due = int(elapsed * rate) - done
+            if due > max_lag:
+                self.skipped += due - max_lag
+                done += due - max_lag
+                due = max_lag
+            if due <= 0:
+                continue
+            batch = model.step(wall0 + int(elapsed * _NS_PER_S), due)
+            done += due
+            await self._deliver(sink, batch)
+            if not self._warm:
+                self._warm = model.warm
+
+    async def _deliver(self, sink: EventSink, batch: list[Event]) -> None:
+        if batch:
+            await sink.put(batch)
+            self.batches += 1
+            self.events += len(batch)
