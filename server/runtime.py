@@ -38,28 +38,50 @@ class BatchWriter(Protocol):
 
 
 class _StorageThread:
-    """Writes update batches on a thread; ``submit`` blocks (off the loop) when the queue is full."""
+    """Writes update batches on a thread, accumulated into large bulk writes (a write has a fixed cost
+    of milliseconds, so many small ones would fall behind): up to ``max_records`` per write, or whatever
+    waited ``flush_interval_s``. ``submit`` waits (off the loop) when the queue is full."""
 
     _STOP = object()
 
-    def __init__(self, writer: BatchWriter, max_batches: int = 256) -> None:
+    def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 50_000,
+                 flush_interval_s: float = 0.25) -> None:
         self.writer = writer
         self.queue: queue.Queue[object] = queue.Queue(maxsize=max_batches)
+        self.max_records = max_records
+        self.flush_interval_s = flush_interval_s
         self.written = 0
         self.errors = 0
         self.thread = threading.Thread(target=self._run, name="mds-storage", daemon=True)
         self.thread.start()
 
+    def _write(self, pending: list[object]) -> None:
+        try:
+            self.written += self.writer.write_batch(pending)
+        except Exception:  # keep the service up; the error is logged and counted
+            self.errors += 1
+            log.exception("storage write of %d records failed", len(pending))
+
     def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is self._STOP:
-                break
+        pending: list[object] = []
+        first_at = 0.0
+        stopping = False
+        while not stopping:
+            timeout = None if not pending else max(0.0, first_at + self.flush_interval_s - time.monotonic())
             try:
-                self.written += self.writer.write_batch(item)  # type: ignore[arg-type]
-            except Exception:  # keep the service up; the error is logged and counted
-                self.errors += 1
-                log.exception("storage write failed")
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is self._STOP:
+                stopping = True
+            elif isinstance(item, list):
+                if not pending:
+                    first_at = time.monotonic()
+                pending.extend(item)
+            if pending and (stopping or len(pending) >= self.max_records
+                            or time.monotonic() - first_at >= self.flush_interval_s):
+                self._write(pending)
+                pending = []
         try:
             self.writer.flush()
         finally:

@@ -1,0 +1,111 @@
+"""`mds serve`: build the engine, feeds, storage, gRPC server and metrics from a ServiceConfig, and run
+until SIGINT/SIGTERM, then stop gracefully (NOT_SERVING, drain streams, flush storage)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from feeds.protocols import Feed
+from server.config import ServiceConfig
+from server.engine.engine import Engine, EngineConfig
+from server.engine.events import AssetClass
+from server.engine.instruments import Instrument, InstrumentRegistry
+from server.engine.pricing import FundingConfig, IndexComponent, IndexConfig, MarkConfig
+from server.metrics import MetricsUpdater
+from server.runtime import Runtime
+from server.service.app import ServerHandle, build_server
+from server.service.market_data import Alerts, MarketData, register_alerts, register_market_data
+
+log = logging.getLogger("mds.serve")
+
+
+def index_symbol(underlying: str) -> str:
+    """Name of the index of an underlying: ``BTC/USD`` -> ``BTC/USD.INDEX``."""
+    return f"{underlying}.INDEX"
+
+
+def pricing_for(instruments: Iterable[Instrument]) -> tuple[tuple[IndexConfig, ...], tuple[MarkConfig, ...],
+                                                            tuple[FundingConfig, ...]]:
+    """An index over the spot venues of each perpetual's underlying, and the perpetual's mark and funding."""
+    by_symbol = {i.symbol: i for i in instruments}
+    indices: list[IndexConfig] = []
+    marks: list[MarkConfig] = []
+    funding: list[FundingConfig] = []
+    for inst in by_symbol.values():
+        if inst.asset_class != AssetClass.PERPETUAL or not inst.underlying:
+            continue
+        spot = by_symbol.get(inst.underlying)
+        if spot is None or not spot.venue_symbols:
+            continue
+        name = index_symbol(spot.symbol)
+        if all(c.symbol != name for c in indices):
+            comps = tuple(IndexComponent(venue, spot.symbol, 1) for venue, _ in spot.venue_symbols)
+            indices.append(IndexConfig(name, comps))
+        marks.append(MarkConfig(inst.symbol, name))
+        funding.append(FundingConfig(inst.symbol))
+    return tuple(indices), tuple(marks), tuple(funding)
+
+
+def build_feeds(specs: Iterable[str]) -> list[Feed]:
+    from feeds.registry import build_feed
+
+    return [build_feed(spec) for spec in specs]
+
+
+def feed_instruments(feeds: Iterable[Feed]) -> list[Instrument]:
+    found: list[Instrument] = []
+    for feed in feeds:
+        source = getattr(feed, "model", feed)  # the simulator keeps them on its model
+        get = getattr(source, "instruments", None)
+        if callable(get):
+            found.extend(get())
+    return found
+
+
+def open_store(config: ServiceConfig) -> Any:
+    """The embedded store (chdb) under ``data_dir``."""
+    from server.storage.store import EmbeddedStore
+
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    return EmbeddedStore.open(config.data_dir)
+
+
+async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[ServerHandle, MetricsUpdater, int]:
+    """Everything started; returns the server handle, the metrics updater and the metrics port (-1: off)."""
+    feeds = build_feeds(config.feeds)
+    instruments = feed_instruments(feeds)
+    indices, marks, funding = pricing_for(instruments)
+    engine = Engine(EngineConfig(indices=indices, marks=marks, funding=funding), InstrumentRegistry(tuple(instruments)))
+    store = open_store(config) if with_storage else None
+    runtime = Runtime(engine, feeds, storage=store, tick_interval_s=config.tick_interval_ms / 1000,
+                      ingest_queue_batches=config.ingest_queue_batches)
+    metrics = MetricsUpdater(runtime)
+    runtime.listeners.append(metrics.on_updates)
+    # Stream RPCs are not overridden yet: the generated base answers them with UNIMPLEMENTED.
+    market_data = MarketData(engine, max_depth=config.max_book_depth, store=store)  # type: ignore[abstract]
+    alerts = Alerts(engine)  # type: ignore[abstract]
+    handle = await build_server(config, runtime, [register_market_data(market_data), register_alerts(alerts)])
+    metrics_port = metrics.start(config.metrics_port, config.grpc_host) if config.metrics_port >= 0 else -1
+    return handle, metrics, metrics_port
+
+
+async def serve(config: ServiceConfig) -> None:
+    handle, metrics, metrics_port = await start(config)
+    print(f"mds: gRPC on {config.grpc_host}:{handle.port}, metrics on {metrics_port}, "
+          f"feeds {', '.join(config.feeds)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: grace %.1fs", config.grace_s)
+    await handle.stop(config.grace_s)
+    await metrics.stop()
+    log.info("stopped")

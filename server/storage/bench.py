@@ -1,0 +1,71 @@
+"""Write throughput of the embedded store: ``bench_writes(n)`` -> trade rows per second.
+
+Measures what the service pays per batch: building the Arrow batch from ``Trade`` tuples plus the chdb
+insert (not generating the trades). Not a timed test; run ``python -m server.storage.bench [n] [batch]``.
+chdb allows one open data directory per process, so call it when no other store is open (or pass one).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from server.engine.events import Side, Trade
+from server.storage.store import EmbeddedStore
+
+_T0 = 1_700_000_000_000_000_000
+
+
+def make_trades(n: int, *, symbols: int = 10, venues: int = 3, start: int = 0) -> list[Trade]:
+    """``n`` synthetic trades, 1 us apart, spread over ``symbols`` x ``venues``."""
+    return [
+        Trade(
+            f"venue{i % venues}",
+            f"SYM{i % symbols}USDT",
+            str(start + i),
+            60_000_000_000_000 + (i % 1000) * 1_000_000,
+            1_000_000 + i % 777,
+            Side.BUY if i & 1 else Side.SELL,
+            _T0 + (start + i) * 1_000,
+            _T0 + (start + i) * 1_000 + 250_000,
+        )
+        for i in range(n)
+    ]
+
+
+def bench_writes(n: int, batch: int = 50_000, store: EmbeddedStore | None = None) -> float:
+    """Write ``n`` trades in batches of ``batch``; returns rows per second (encode + insert).
+
+    Uses ``store`` when given, else a fresh store in a temporary directory (removed afterwards).
+    """
+    if n < 1 or batch < 1:
+        raise ValueError("n and batch must be >= 1")
+    trades = make_trades(n)
+    if store is not None:
+        return _timed(store, trades, batch)
+    with tempfile.TemporaryDirectory(prefix="mds-bench-") as tmp, EmbeddedStore.open(Path(tmp)) as st:
+        return _timed(st, trades, batch)
+
+
+def _timed(store: EmbeddedStore, trades: list[Trade], batch: int) -> float:
+    written = 0
+    t = time.perf_counter()
+    for i in range(0, len(trades), batch):
+        written += store.write_batch(trades[i : i + batch])
+    elapsed = time.perf_counter() - t
+    return written / elapsed if elapsed > 0 else float("inf")
+
+
+def main(argv: list[str]) -> None:
+    n = int(argv[0]) if argv else 1_000_000
+    batches = [int(argv[1])] if len(argv) > 1 else [10_000, 50_000, 100_000]
+    with tempfile.TemporaryDirectory(prefix="mds-bench-") as tmp, EmbeddedStore.open(Path(tmp)) as st:
+        bench_writes(min(n, 100_000), 50_000, st)  # warm-up (pyarrow / engine initialization)
+        for b in batches:
+            print(f"trades n={n:,} batch={b:,}: {bench_writes(n, b, st):,.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

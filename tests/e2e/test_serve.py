@@ -1,0 +1,170 @@
+"""End to end: start `mds serve` as a user would (a subprocess on loopback) and use the typed stubs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from marketdata.v1 import (
+    alert_pb2,
+    alert_service_pb2,
+    alert_service_pb2_grpc,
+    candle_pb2,
+    market_data_service_pb2,
+    market_data_service_pb2_grpc,
+)
+
+pb = market_data_service_pb2
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.md = market_data_service_pb2_grpc.MarketDataServiceStub(self.channel)
+        self.alerts = alert_service_pb2_grpc.AlertServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def wait_serving(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mds serve exited early: {self.proc.returncode}")
+            try:
+                status = self.health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("mds serve did not become SERVING")
+
+    def stop(self) -> int:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+def start_service(data_dir: Path, *feeds: str) -> Service:
+    port = _free_port()
+    args = [sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port", "0",
+            "--data-dir", str(data_dir)]
+    for feed in feeds or ("sim:seed=7,rate=3000",):
+        args += ["--feed", feed]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    service = Service(proc, port)
+    service.wait_serving()
+    return service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("data"))
+    time.sleep(1.5)  # let the simulator trade for a moment
+    yield svc
+    svc.stop()
+
+
+def test_snapshots(service: Service) -> None:
+    instruments = service.md.ListInstruments(pb.ListInstrumentsRequest()).instruments
+    symbols = {i.symbol for i in instruments}
+    assert {"BTC/USD", "BTC-PERP", "AAPL", "EUR/USD"} <= symbols
+    nbbo = service.md.GetNbbo(pb.GetNbboRequest(symbol="BTC/USD")).nbbo
+    assert nbbo.bid_price > 0 and nbbo.ask_price > 0 and nbbo.bid_venue and nbbo.ask_venue
+    assert nbbo.ts_recv_ns >= nbbo.ts_event_ns > 0
+    book = service.md.GetOrderBook(pb.GetOrderBookRequest(symbol="BTC/USD", venue="kraken", depth=5)).venue_book
+    assert len(book.bids) == 5 and len(book.asks) == 5
+    assert book.bids[0].price > book.bids[1].price and book.asks[0].price < book.asks[1].price
+    cons = service.md.GetOrderBook(pb.GetOrderBookRequest(symbol="BTC/USD", depth=10)).consolidated_book
+    assert len(cons.bids) == 10
+    trades = service.md.GetRecentTrades(pb.GetRecentTradesRequest(symbol="BTC/USD", limit=5)).trades
+    assert 0 < len(trades) <= 5
+    ticker = service.md.GetTicker(pb.GetTickerRequest(symbol="BTC/USD", venue="kraken")).ticker
+    assert ticker.last > 0 and ticker.high >= ticker.low > 0
+    candles = service.md.GetCandles(pb.GetCandlesRequest(
+        symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1, limit=3)).candles
+    assert candles and all(c.high >= c.low for c in candles)
+    time.sleep(1.2)  # pricing is published once a second
+    mark = service.md.GetMarkPrice(pb.GetMarkPriceRequest(symbol="BTC-PERP")).mark_price
+    index = service.md.GetIndexPrice(pb.GetIndexPriceRequest(symbol="BTC/USD.INDEX")).index_price
+    funding = service.md.GetFundingRate(pb.GetFundingRateRequest(symbol="BTC-PERP")).funding_rate
+    assert mark.mark_price > 0 and index.price > 0 and funding.next_funding_time_ns > 0
+
+
+@pytest.mark.parametrize(("request_", "code", "words"), [
+    (pb.GetOrderBookRequest(symbol=""), grpc.StatusCode.INVALID_ARGUMENT, "symbol is required"),
+    (pb.GetOrderBookRequest(symbol="NOPE/USD"), grpc.StatusCode.NOT_FOUND, "unknown symbol"),
+    (pb.GetOrderBookRequest(symbol="BTC/USD", depth=100_000), grpc.StatusCode.INVALID_ARGUMENT, "out of range"),
+    (pb.GetOrderBookRequest(symbol="BTC/USD", venue="nowhere"), grpc.StatusCode.NOT_FOUND, "venue"),
+    (pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken"), grpc.StatusCode.INVALID_ARGUMENT, "interval"),
+    (pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_M1,
+                          start_ns=10, end_ns=5), grpc.StatusCode.INVALID_ARGUMENT, "after"),
+    (pb.GetTickerRequest(symbol="BTC/USD"), grpc.StatusCode.INVALID_ARGUMENT, "venue is required"),
+])
+def test_bad_requests_say_what_was_wrong(service: Service, request_: object, code: grpc.StatusCode,
+                                         words: str) -> None:
+    methods: dict[type, Any] = {
+        pb.GetOrderBookRequest: service.md.GetOrderBook,
+        pb.GetCandlesRequest: service.md.GetCandles,
+        pb.GetTickerRequest: service.md.GetTicker,
+    }
+    method = methods[type(request_)]
+    with pytest.raises(grpc.RpcError) as err:
+        method(request_)
+    assert err.value.code() == code
+    assert words in (err.value.details() or "")
+
+
+def test_alert_crud(service: Service) -> None:
+    created = service.alerts.CreateAlert(alert_service_pb2.CreateAlertRequest(
+        symbol="BTC/USD", condition=alert_pb2.ALERT_CONDITION_PRICE_ABOVE, threshold=10**18)).alert
+    assert created.alert_id
+    got = service.alerts.GetAlert(alert_service_pb2.GetAlertRequest(alert_id=created.alert_id)).alert
+    assert got.threshold == 10**18
+    listed = service.alerts.ListAlerts(alert_service_pb2.ListAlertsRequest(symbol="BTC/USD")).alerts
+    assert created.alert_id in {a.alert_id for a in listed}
+    service.alerts.DeleteAlert(alert_service_pb2.DeleteAlertRequest(alert_id=created.alert_id))
+    with pytest.raises(grpc.RpcError) as err:
+        service.alerts.GetAlert(alert_service_pb2.GetAlertRequest(alert_id=created.alert_id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        service.alerts.CreateAlert(alert_service_pb2.CreateAlertRequest(symbol="BTC/USD", threshold=1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_graceful_stop_and_restart(tmp_path: Path) -> None:
+    svc = start_service(tmp_path)
+    time.sleep(1.0)
+    started = time.monotonic()
+    assert svc.stop() == 0
+    assert time.monotonic() - started < 15
+    again = start_service(tmp_path)  # the same data directory opens again
+    try:
+        nbbo = again.md.GetNbbo(pb.GetNbboRequest(symbol="ETH/USD")).nbbo
+        assert nbbo.bid_price > 0
+    finally:
+        assert again.stop() == 0
