@@ -20,7 +20,10 @@ from server.engine.pricing import FundingConfig, IndexComponent, IndexConfig, Ma
 from server.metrics import MetricsUpdater
 from server.runtime import Runtime
 from server.service.app import ServerHandle, build_server
-from server.service.market_data import Alerts, MarketData, register_alerts, register_market_data
+from server.service.fanout import Hub
+from server.service.market_data import Alerts, MarketData
+from server.service.streams import Streams
+from server.service.streams import register as register_services
 
 log = logging.getLogger("mds.serve")
 
@@ -87,10 +90,15 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
                       ingest_queue_batches=config.ingest_queue_batches)
     metrics = MetricsUpdater(runtime)
     runtime.listeners.append(metrics.on_updates)
-    # Stream RPCs are not overridden yet: the generated base answers them with UNIMPLEMENTED.
+    hub = Hub(engine)
+    runtime.listeners.append(hub.on_updates)
+    streams = Streams(engine, hub, max_depth=config.max_book_depth)
+    # Registered through generic handlers (streams send pre-encoded bytes), not the generated base classes.
     market_data = MarketData(engine, max_depth=config.max_book_depth, store=store)  # type: ignore[abstract]
     alerts = Alerts(engine)  # type: ignore[abstract]
-    handle = await build_server(config, runtime, [register_market_data(market_data), register_alerts(alerts)])
+    handle = await build_server(config, runtime, [register_services(market_data, alerts, streams)])
+    handle.background.append(asyncio.create_task(streams.run_polling(), name="mds-stream-polling"))
+    handle.before_stop.append(hub.close)
     metrics_port = metrics.start(config.metrics_port, config.grpc_host) if config.metrics_port >= 0 else -1
     return handle, metrics, metrics_port
 

@@ -38,14 +38,21 @@ class ServerHandle:
     port: int
     services: tuple[str, ...]
     _watch: asyncio.Task[None] | None = field(default=None, repr=False)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    """Tasks that live as long as the server (stopped first on stop)."""
+    before_stop: list[Callable[[], None]] = field(default_factory=list)
+    """Called once NOT_SERVING is set, before the server stops (e.g. end the streams after a drain)."""
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, refuse new RPCs, let running ones finish within the grace, then stop the core."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, *self.background):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.enter_graceful_shutdown()
+        for hook in self.before_stop:
+            hook()
         await self.server.stop(grace_s)
         await self.runtime.stop(grace_s)
 

@@ -1,0 +1,283 @@
+"""Stream fan-out: every engine update is encoded once and the same bytes go to every subscriber.
+
+The hub listens to the runtime (on the event loop). For each update it finds the topics it belongs to; an
+update nobody subscribed to is never encoded. Encoded items are framed once as field 2 of a batch
+message (every stream response is ``{uint64 sequence = 1; repeated <item> = 2}``), so a subscriber's
+response is a join of shared byte strings behind its own sequence number.
+
+Every subscriber has a bounded queue:
+- conflating topics (NBBO, tickers, index/mark/funding, in-progress candles) keep only the latest item per
+  key, so a slow reader gets fewer, newer updates and memory stays flat;
+- order books: a subscriber that falls behind has its queued deltas dropped and gets a fresh snapshot
+  (with the book's sequence) instead, so it never sees a gap it cannot repair;
+- trades, alert triggers and quality flags cannot be conflated: a subscriber whose queue fills is ended
+  with RESOURCE_EXHAUSTED and a message saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+
+from marketdata.v1 import book_pb2
+
+from server.engine.alerts import AlertTrigger
+from server.engine.book import BookStatus
+from server.engine.candles import Candle, Interval
+from server.engine.engine import Engine
+from server.engine.events import BookDelta, BookSnapshot, Quote, Trade
+from server.engine.pricing import FundingRate, IndexPrice, MarkPrice
+from server.engine.quality import QualityFlag
+from server.engine.updates import BookStatusChange, Nbbo
+from server.service import convert
+
+Topic = tuple[str, ...]
+"""("trades", symbol, venue-or-""), ("book", venue, symbol), ("nbbo", symbol), ("candles", venue, symbol,
+interval), ("ticker", venue, symbol), ("index"|"mark"|"funding"|"alerts", symbol),
+("quality", symbol, venue-or-"")."""
+
+
+class SubscriberOverflowError(Exception):
+    """A subscriber's queue filled with updates that cannot be conflated."""
+
+
+class HubClosedError(Exception):
+    """The server is stopping: the subscriber got everything queued and its stream should end."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One stream's queue. ``book_resync`` is called to build a fresh snapshot item for a book key."""
+
+    max_pending: int = 10_000
+    max_items_per_message: int = 1_000
+    book_resync: Callable[[Hashable], bytes | None] | None = None
+    topics: set[Topic] = field(default_factory=set)
+    pending: list[bytes] = field(default_factory=list)
+    conflated: dict[Hashable, bytes] = field(default_factory=dict)
+    resync: dict[Hashable, None] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    overflowed: str = ""
+    closed: bool = False
+    sequence: int = 0
+    dropped: int = 0
+    conflations: int = 0
+
+    def push(self, item: bytes, book_key: Hashable | None = None) -> None:
+        if self.overflowed:
+            return
+        if book_key is not None and book_key in self.resync:
+            self.dropped += 1  # a snapshot replaces it
+            return
+        if len(self.pending) >= self.max_pending:
+            if book_key is None or self.book_resync is None:
+                self.overflowed = (f"subscriber fell {len(self.pending)} updates behind and these updates cannot be "
+                                   "conflated; reconnect and read faster, or subscribe to fewer symbols")
+                self.wake.set()
+                return
+            # Drop the queue and resync every book it held from a snapshot.
+            self.dropped += len(self.pending)
+            self.pending.clear()
+            for key in self.topics:
+                if key[0] == "book":
+                    self.resync[(key[1], key[2])] = None
+            self.wake.set()
+            return
+        self.pending.append(item)
+        self.wake.set()
+
+    def push_latest(self, key: Hashable, item: bytes) -> None:
+        if key in self.conflated:
+            self.conflations += 1
+            del self.conflated[key]  # re-insert: the dict stays in update order
+        self.conflated[key] = item
+        self.wake.set()
+
+    async def next_message(self) -> bytes:
+        """The next response (sequence + framed items); waits for updates. Raises on overflow."""
+        while True:
+            if self.overflowed:
+                raise SubscriberOverflowError(self.overflowed)
+            items: list[bytes] = []
+            if self.resync and self.book_resync is not None:
+                for key in list(self.resync):
+                    snap = self.book_resync(key)
+                    if snap is not None:
+                        items.append(snap)
+                self.resync.clear()
+            limit = self.max_items_per_message
+            if self.pending:
+                take = self.pending[:limit]
+                del self.pending[:limit]
+                items.extend(take)
+            if self.conflated and len(items) < limit:
+                while self.conflated and len(items) < limit:
+                    key = next(iter(self.conflated))
+                    items.append(self.conflated.pop(key))
+            if items:
+                self.sequence += 1
+                return convert.batch_from_items(self.sequence, items)
+            if self.closed:
+                raise HubClosedError("the server is shutting down; reconnect to another instance or retry")
+            self.wake.clear()
+            await self.wake.wait()
+
+
+class Hub:
+    """Topic -> subscribers; an update is encoded once, when at least one subscriber wants it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.subscribers: dict[Topic, set[Subscriber]] = {}
+        self.book_sequence: dict[tuple[str, str], int] = {}
+        """Per (venue, symbol): the engine book version of the last book update seen (snapshot + deltas)."""
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
+        for topic in topics:
+            sub.topics.add(topic)
+            self.subscribers.setdefault(topic, set()).add(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        for topic in sub.topics:
+            subs = self.subscribers.get(topic)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.subscribers[topic]
+        sub.topics.clear()
+
+    def close(self) -> None:
+        """Graceful stop: every subscriber drains what is queued, then its stream ends (UNAVAILABLE)."""
+        for subs in self.subscribers.values():
+            for sub in subs:
+                sub.closed = True
+                sub.wake.set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len({s for subs in self.subscribers.values() for s in subs})
+
+    def book_snapshot_item(self, venue: str, symbol: str, depth: int) -> bytes | None:
+        """A framed BookUpdate snapshot of the live book at its current sequence."""
+        book = self.engine.book(venue, symbol)
+        if book is None:
+            return None
+        snap = convert.book_snapshot_from_book(book, depth, self.book_sequence.get((venue, symbol), book.version))
+        update = book_pb2.BookUpdate(snapshot=snap)
+        return convert.batch_item(update.SerializeToString())
+
+    # -- the runtime listener -------------------------------------------------------------------
+
+    def on_updates(self, updates: list[object]) -> None:
+        subs = self.subscribers
+        seqs = self.book_sequence
+        for u in updates:
+            kind = type(u)
+            if kind is BookDelta or kind is BookSnapshot or kind is Quote:
+                ev: BookDelta | BookSnapshot | Quote = u  # type: ignore[assignment]
+                key = (ev.venue, ev.symbol)
+                seq = seqs.get(key, 0) + 1
+                seqs[key] = seq
+                targets = subs.get(("book", ev.venue, ev.symbol))
+                if targets:
+                    if kind is BookDelta:
+                        msg = convert.book_delta_pb(ev, seq)  # type: ignore[arg-type]
+                    elif kind is BookSnapshot:
+                        msg = convert.book_snapshot_pb(ev, seq)  # type: ignore[arg-type]
+                    else:
+                        msg = convert.quote_book_pb(ev, seq)  # type: ignore[arg-type]
+                    item = convert.batch_item(msg.SerializeToString())
+                    for s in targets:
+                        s.push(item, key)
+            elif kind is Trade:
+                t: Trade = u  # type: ignore[assignment]
+                a = subs.get(("trades", t.symbol, t.venue))
+                b = subs.get(("trades", t.symbol, ""))
+                if a or b:
+                    item = convert.batch_item(convert.trade_pb(t).SerializeToString())
+                    for s in (*(a or ()), *(b or ())):
+                        s.push(item)
+            elif kind is Nbbo:
+                n: Nbbo = u  # type: ignore[assignment]
+                targets = subs.get(("nbbo", n.symbol))
+                if targets:
+                    item = convert.batch_item(convert.nbbo_pb(n).SerializeToString())
+                    for s in targets:
+                        s.push_latest(("nbbo", n.symbol), item)
+            elif kind is Candle:
+                c: Candle = u  # type: ignore[assignment]
+                targets = subs.get(("candles", c.venue, c.symbol, str(int(c.interval))))
+                if targets:
+                    item = convert.batch_item(convert.candle_pb(c).SerializeToString())
+                    for s in targets:
+                        s.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), item)
+            elif kind is BookStatusChange:
+                change: BookStatusChange = u  # type: ignore[assignment]
+                targets = subs.get(("book", change.venue, change.symbol))
+                if targets and change.status == BookStatus.AWAITING_RESYNC:
+                    gap = convert.book_gap_pb(change, seqs.get((change.venue, change.symbol), 0))
+                    if gap is not None:
+                        item = convert.batch_item(gap.SerializeToString())
+                        for s in targets:
+                            s.push(item, (change.venue, change.symbol))
+            elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
+                self._pricing(u, subs)
+            elif kind is AlertTrigger:
+                trig: AlertTrigger = u  # type: ignore[assignment]
+                targets = subs.get(("alerts", trig.alert.symbol))
+                if targets:
+                    item = convert.batch_item(convert.alert_trigger_pb(trig).SerializeToString())
+                    for s in targets:
+                        s.push(item)
+            elif kind is QualityFlag:
+                f: QualityFlag = u  # type: ignore[assignment]
+                a = subs.get(("quality", f.symbol, f.venue))
+                b = subs.get(("quality", f.symbol, ""))
+                if a or b:
+                    item = convert.batch_item(convert.quality_flag_pb(f).SerializeToString())
+                    for s in (*(a or ()), *(b or ())):
+                        s.push(item)
+
+    def _pricing(self, u: object, subs: dict[Topic, set[Subscriber]]) -> None:
+        if isinstance(u, IndexPrice):
+            topic: Topic = ("index", u.symbol)
+            encode: Callable[[], bytes] = lambda: convert.index_price_pb(u).SerializeToString()  # noqa: E731
+        elif isinstance(u, MarkPrice):
+            topic = ("mark", u.symbol)
+            encode = lambda: convert.mark_price_pb(u).SerializeToString()  # noqa: E731
+        elif isinstance(u, FundingRate):
+            topic = ("funding", u.symbol)
+            encode = lambda: convert.funding_rate_pb(u).SerializeToString()  # noqa: E731
+        else:
+            return
+        targets = subs.get(topic)
+        if targets:
+            item = convert.batch_item(encode())
+            for s in targets:
+                s.push_latest(topic, item)
+
+    # -- polled channels (in-progress candles, tickers) -----------------------------------------
+
+    def publish_polled(self) -> None:
+        """Tickers and in-progress candles, for topics with subscribers (called on a timer)."""
+        engine = self.engine
+        for topic, targets in list(self.subscribers.items()):
+            if not targets:
+                continue
+            if topic[0] == "ticker":
+                ticker = engine.ticker(topic[1], topic[2])
+                if ticker is not None:
+                    item = convert.batch_item(convert.ticker_pb(ticker).SerializeToString())
+                    for s in targets:
+                        s.push_latest(topic, item)
+            elif topic[0] == "candles":
+                venue, symbol, interval = topic[1], topic[2], int(topic[3])
+                current = engine.candles(venue, symbol, Interval(interval), limit=1)
+                if current and not current[-1].closed:
+                    c = current[-1]
+                    item = convert.batch_item(convert.candle_pb(c).SerializeToString())
+                    for s in targets:
+                        s.push_latest(("candle", venue, symbol, interval, c.open_time), item)

@@ -1,0 +1,252 @@
+"""The server-streaming RPCs of MarketDataService and AlertService, served from the fan-out hub.
+
+Each stream validates its request (INVALID_ARGUMENT / NOT_FOUND with a message), subscribes its topics,
+sends what a new subscriber needs first (book snapshots, the latest NBBO, pricing), then yields batch
+responses built from shared, pre-encoded bytes. The stream methods are registered with an identity
+response serializer (``service_handlers``) so those bytes go to the wire as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from typing import Any, cast
+
+import grpc
+from google.protobuf import message_factory
+from marketdata.v1 import alert_service_pb2, market_data_service_pb2
+
+from server.engine.engine import Engine
+from server.service import convert
+from server.service.fanout import Hub, HubClosedError, Subscriber, SubscriberOverflowError, Topic
+from server.service.market_data import Alerts, MarketData
+
+pb = market_data_service_pb2
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class StreamLimits:
+    """Per-stream limits (documented in the README's configuration section)."""
+
+    max_symbols = 1000
+    max_pending = 20_000
+    max_items_per_message = 1000
+    book_snapshot_every_s = 30.0
+
+
+async def _abort(context: Ctx, code: grpc.StatusCode, message: str) -> None:
+    await context.abort(code, message)
+
+
+class Streams:
+    """Stream handlers over one hub; ``run_polling`` publishes tickers and in-progress candles."""
+
+    def __init__(self, engine: Engine, hub: Hub, *, max_depth: int = 1000, poll_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self.hub = hub
+        self.max_depth = max_depth
+        self.poll_interval_s = poll_interval_s
+        self.limits = StreamLimits()
+
+    async def run_polling(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            self.hub.publish_polled()
+
+    def _known(self, symbol: str) -> bool:
+        return symbol in self.engine.instruments or bool(self.engine.venues(symbol))
+
+    async def _symbols(self, symbols: Iterable[str], context: Ctx, *, check: bool = True) -> list[str]:
+        found = list(dict.fromkeys(symbols))
+        if not found:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "at least one symbol is required")
+        if len(found) > self.limits.max_symbols:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{len(found)} symbols exceed the limit of {self.limits.max_symbols} per stream")
+        if check:
+            unknown = [s for s in found if not self._known(s)]
+            if unknown:
+                await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown symbol(s): {', '.join(unknown)}")
+        return found
+
+    async def _stream(self, topics: list[Topic], first: list[bytes], context: Ctx,
+                      book_resync: Callable[[Hashable], bytes | None] | None = None,
+                      refresh: Callable[[], list[bytes]] | None = None) -> AsyncIterator[bytes]:
+        sub = Subscriber(max_pending=self.limits.max_pending,
+                         max_items_per_message=self.limits.max_items_per_message, book_resync=book_resync)
+        self.hub.subscribe(sub, topics)
+        next_refresh = time.monotonic() + self.limits.book_snapshot_every_s
+        try:
+            if first:
+                sub.sequence += 1
+                yield convert.batch_from_items(sub.sequence, first)
+            while True:
+                if refresh is not None and time.monotonic() >= next_refresh:
+                    next_refresh = time.monotonic() + self.limits.book_snapshot_every_s
+                    items = refresh()
+                    if items:
+                        sub.sequence += 1
+                        yield convert.batch_from_items(sub.sequence, items)
+                try:
+                    if refresh is None:
+                        message = await sub.next_message()
+                    else:
+                        message = await asyncio.wait_for(sub.next_message(),
+                                                         max(0.0, next_refresh - time.monotonic()))
+                except TimeoutError:
+                    continue
+                yield message
+        except SubscriberOverflowError as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except HubClosedError as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            self.hub.unsubscribe(sub)
+
+    # -- MarketDataService streams --------------------------------------------------------------
+
+    async def StreamOrderBook(self, request: pb.StreamOrderBookRequest, context: Ctx) -> AsyncIterator[bytes]:
+        (symbol,) = await self._symbols([request.symbol], context)
+        depth = request.depth or 20
+        if depth > self.max_depth:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"depth {depth} is out of range: 1..{self.max_depth}")
+        venues = [request.venue] if request.venue else self.engine.venues(symbol)
+        if request.venue and request.venue not in self.engine.venues(symbol):
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"venue {request.venue!r} has no book for {symbol}")
+
+        def snapshot(key: Hashable) -> bytes | None:
+            venue, sym = cast(tuple[str, str], key)
+            return self.hub.book_snapshot_item(venue, sym, depth)
+
+        def all_snapshots() -> list[bytes]:
+            return [s for s in (snapshot((v, symbol)) for v in venues) if s is not None]
+
+        async for message in self._stream([("book", v, symbol) for v in venues], all_snapshots(), context,
+                                          book_resync=snapshot, refresh=all_snapshots):
+            yield message
+
+    async def StreamTrades(self, request: pb.StreamTradesRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+        venues = list(request.venues) or [""]
+        async for message in self._stream([("trades", s, v) for s in symbols for v in venues], [], context):
+            yield message
+
+    async def StreamNbbo(self, request: pb.StreamNbboRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+        first = [convert.batch_item(convert.nbbo_pb(n).SerializeToString())
+                 for n in (self.engine.nbbo(s) for s in symbols) if n is not None]
+        async for message in self._stream([("nbbo", s) for s in symbols], first, context):
+            yield message
+
+    async def StreamCandles(self, request: pb.StreamCandlesRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+        try:
+            interval = convert.interval_from_pb(request.interval)
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        if not request.venue:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "venue is required for candles")
+        topics: list[Topic] = [("candles", request.venue, s, str(int(interval))) for s in symbols]
+        async for message in self._stream(topics, [], context):
+            yield message
+
+    async def StreamTicker(self, request: pb.StreamTickerRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+        if not request.venue:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "venue is required for tickers")
+        async for message in self._stream([("ticker", request.venue, s) for s in symbols], [], context):
+            yield message
+
+    async def _pricing_stream(self, kind: str, symbols: list[str], context: Ctx,
+                              latest: Callable[[str], bytes | None]) -> AsyncIterator[bytes]:
+        first = [item for item in (latest(s) for s in symbols) if item is not None]
+        async for message in self._stream([(kind, s) for s in symbols], first, context):
+            yield message
+
+    async def StreamIndexPrice(self, request: pb.StreamIndexPriceRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context, check=False)
+
+        def latest(s: str) -> bytes | None:
+            p = self.engine.index_price(s)
+            return convert.batch_item(convert.index_price_pb(p).SerializeToString()) if p else None
+
+        async for message in self._pricing_stream("index", symbols, context, latest):
+            yield message
+
+    async def StreamMarkPrice(self, request: pb.StreamMarkPriceRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+
+        def latest(s: str) -> bytes | None:
+            p = self.engine.mark_price(s)
+            return convert.batch_item(convert.mark_price_pb(p).SerializeToString()) if p else None
+
+        async for message in self._pricing_stream("mark", symbols, context, latest):
+            yield message
+
+    async def StreamFundingRate(self, request: pb.StreamFundingRateRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+
+        def latest(s: str) -> bytes | None:
+            r = self.engine.funding_rate(s)
+            return convert.batch_item(convert.funding_rate_pb(r).SerializeToString()) if r else None
+
+        async for message in self._pricing_stream("funding", symbols, context, latest):
+            yield message
+
+    async def StreamAlertTriggers(self, request: Any, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context, check=False)
+        async for message in self._stream([("alerts", s) for s in symbols], [], context):
+            yield message
+
+    async def StreamQuality(self, request: pb.StreamQualityRequest, context: Ctx) -> AsyncIterator[bytes]:
+        symbols = await self._symbols(request.symbols, context)
+        venues = list(request.venues) or [""]
+        async for message in self._stream([("quality", s, v) for s in symbols for v in venues], [], context):
+            yield message
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def service_handlers(unary: MarketData, alerts: Alerts, streams: Streams) -> list[Any]:
+    """Generic handlers for both services: unary methods with the protobuf serializers, streams with an
+    identity serializer (their handlers yield bytes encoded once and shared)."""
+    handlers: list[Any] = []
+    for module, service_name, impls in (
+        (market_data_service_pb2, "MarketDataService", (unary, streams)),
+        (alert_service_pb2, "AlertService", (alerts, streams)),
+    ):
+        service = module.DESCRIPTOR.services_by_name[service_name]
+        methods: dict[str, Any] = {}
+        for method in service.methods:
+            request_class = message_factory.GetMessageClass(method.input_type)
+            response_class = message_factory.GetMessageClass(method.output_type)
+            if method.server_streaming and not method.client_streaming:
+                impl = getattr(streams, method.name, None)
+                if impl is None:
+                    continue
+                methods[method.name] = grpc.unary_stream_rpc_method_handler(
+                    impl, request_deserializer=request_class.FromString, response_serializer=_identity)
+            elif not method.server_streaming and not method.client_streaming:
+                owner = impls[0]
+                methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                    getattr(owner, method.name), request_deserializer=request_class.FromString,
+                    response_serializer=response_class.SerializeToString)
+        handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
+    return handlers
+
+
+def register(unary: MarketData, alerts: Alerts, streams: Streams) -> Callable[[grpc.aio.Server], list[str]]:
+    def add(server: grpc.aio.Server) -> list[str]:
+        server.add_generic_rpc_handlers(service_handlers(unary, alerts, streams))
+        return [market_data_service_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name,
+                alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name]
+
+    return add
+
+
+__all__ = ["Streams", "register", "service_handlers"]

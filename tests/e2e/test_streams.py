@@ -1,0 +1,109 @@
+"""End to end: the server streams of a running `mds serve`, read with the typed stubs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from marketdata.v1 import candle_pb2, market_data_service_pb2
+
+from tests.e2e.test_serve import Service, start_service
+
+pb = market_data_service_pb2
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("data"), "sim:seed=11,rate=4000")
+    time.sleep(1.0)
+    yield svc
+    svc.stop()
+
+
+def _read(stream: Any, seconds: float) -> list[Any]:
+    """Messages received within ``seconds``, then the stream is cancelled."""
+    got: list[Any] = []
+    deadline = time.monotonic() + seconds
+    for message in stream:
+        got.append(message)
+        if time.monotonic() > deadline:
+            break
+    stream.cancel()
+    return got
+
+
+def test_order_book_snapshot_then_contiguous_deltas(service: Service) -> None:
+    stream = service.md.StreamOrderBook(pb.StreamOrderBookRequest(symbol="BTC/USD", venue="kraken", depth=10))
+    messages = _read(stream, 2.0)
+    assert len(messages) > 3
+    last_seq: int | None = None
+    deltas = 0
+    for i, m in enumerate(messages):
+        assert isinstance(m, pb.StreamOrderBookResponse)
+        assert m.sequence == i + 1  # the stream's own sequence is contiguous
+        for u in m.updates:
+            kind = u.WhichOneof("update")
+            if kind == "snapshot":
+                assert u.snapshot.venue == "kraken" and len(u.snapshot.bids) == 10
+                last_seq = u.snapshot.sequence
+            elif kind == "delta":
+                assert last_seq is not None, "a delta before any snapshot"
+                assert u.delta.sequence == last_seq + 1, "book sequence must be contiguous"
+                last_seq = u.delta.sequence
+                deltas += 1
+    assert messages[0].updates[0].WhichOneof("update") == "snapshot"
+    assert deltas > 10
+
+
+def test_trades_nbbo_and_candles_stream(service: Service) -> None:
+    trades = _read(service.md.StreamTrades(pb.StreamTradesRequest(symbols=["ETH/USD"])), 1.5)
+    assert trades and all(t.symbol == "ETH/USD" for m in trades for t in m.trades)
+    nbbo = _read(service.md.StreamNbbo(pb.StreamNbboRequest(symbols=["BTC/USD", "AAPL"])), 1.0)
+    symbols = {n.symbol for m in nbbo for n in m.nbbos}
+    assert symbols == {"BTC/USD", "AAPL"}
+    candles = _read(service.md.StreamCandles(pb.StreamCandlesRequest(
+        symbols=["BTC/USD"], venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1)), 2.5)
+    got = [c for m in candles for c in m.candles]
+    assert got and all(c.high >= c.low for c in got)
+    assert any(c.closed for c in got)
+
+
+def test_ticker_and_pricing_stream(service: Service) -> None:
+    tickers = _read(service.md.StreamTicker(pb.StreamTickerRequest(symbols=["BTC/USD"], venue="kraken")), 2.2)
+    assert any(t.last > 0 for m in tickers for t in m.tickers)
+    marks = _read(service.md.StreamMarkPrice(pb.StreamMarkPriceRequest(symbols=["BTC-PERP"])), 1.5)
+    assert any(p.mark_price > 0 for m in marks for p in m.mark_prices)
+    funding = _read(service.md.StreamFundingRate(pb.StreamFundingRateRequest(symbols=["ETH-PERP"])), 1.5)
+    assert any(f.next_funding_time_ns > 0 for m in funding for f in m.funding_rates)
+
+
+@pytest.mark.parametrize(("call", "code"), [
+    (lambda md: md.StreamTrades(pb.StreamTradesRequest()), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda md: md.StreamTrades(pb.StreamTradesRequest(symbols=["NOPE"])), grpc.StatusCode.NOT_FOUND),
+    (lambda md: md.StreamOrderBook(pb.StreamOrderBookRequest(symbol="BTC/USD", depth=10**6)),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda md: md.StreamCandles(pb.StreamCandlesRequest(symbols=["BTC/USD"], venue="kraken")),
+     grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_bad_stream_requests(service: Service, call: object, code: grpc.StatusCode) -> None:
+    stream = call(service.md)  # type: ignore[operator]
+    with pytest.raises(grpc.RpcError) as err:
+        next(iter(stream))
+    assert err.value.code() == code
+    assert err.value.details()
+
+
+def test_graceful_stop_ends_open_streams_with_a_status(tmp_path: Path) -> None:
+    svc = start_service(tmp_path, "sim:seed=3,rate=2000")
+    stream = svc.md.StreamTrades(pb.StreamTradesRequest(symbols=["BTC/USD"]))
+    next(iter(stream))
+    svc.proc.send_signal(__import__("signal").SIGTERM)
+    with pytest.raises(grpc.RpcError) as err:
+        for _ in stream:
+            pass
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert svc.proc.wait(timeout=30) == 0
