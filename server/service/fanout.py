@@ -38,6 +38,34 @@ interval), ("ticker", venue, symbol), ("index"|"mark"|"funding"|"alerts", symbol
 ("quality", symbol, venue-or-"")."""
 
 
+class Encoded:
+    """One update serialized once; framed for a per-channel stream or, lazily, for the multiplexed one."""
+
+    __slots__ = ("_stream", "_update", "field", "inner")
+
+    def __init__(self, inner: bytes, field: int) -> None:
+        self.inner = inner
+        self.field = field  # its field number in MarketDataUpdate
+        self._stream: bytes | None = None
+        self._update: bytes | None = None
+
+    def stream(self) -> bytes:
+        """Field 2 of a per-channel response (``repeated <item> = 2``)."""
+        if self._stream is None:
+            self._stream = convert.batch_item(self.inner)
+        return self._stream
+
+    def update(self) -> bytes:
+        """Field 2 of a MarketDataBatch: the item wrapped in a MarketDataUpdate."""
+        if self._update is None:
+            self._update = convert.batch_item(convert.field_bytes(self.field, self.inner))
+        return self._update
+
+
+BOOK, CONSOLIDATED, NBBO, TRADE, CANDLE, TICKER, INDEX, MARK, FUNDING, ALERT, QUALITY = range(1, 12)
+"""MarketDataUpdate field numbers."""
+
+
 class SubscriberOverflowError(Exception):
     """A subscriber's queue filled with updates that cannot be conflated."""
 
@@ -52,7 +80,11 @@ class Subscriber:
 
     max_pending: int = 10_000
     max_items_per_message: int = 1_000
-    book_resync: Callable[[Hashable], bytes | None] | None = None
+    book_resync: Callable[[Hashable], Encoded | None] | None = None
+    multiplexed: bool = False
+    """True for the Subscribe stream: items are framed as MarketDataUpdates, batches as SubscribeResponses."""
+    control: list[bytes] = field(default_factory=list)
+    """Whole SubscribeResponses (statuses, pongs) sent before the next batch."""
     topics: set[Topic] = field(default_factory=set)
     pending: list[bytes] = field(default_factory=list)
     conflated: dict[Hashable, bytes] = field(default_factory=dict)
@@ -64,7 +96,10 @@ class Subscriber:
     dropped: int = 0
     conflations: int = 0
 
-    def push(self, item: bytes, book_key: Hashable | None = None) -> None:
+    def frame(self, enc: Encoded) -> bytes:
+        return enc.update() if self.multiplexed else enc.stream()
+
+    def push(self, enc: Encoded, book_key: Hashable | None = None) -> None:
         if self.overflowed:
             return
         if book_key is not None and book_key in self.resync:
@@ -84,14 +119,14 @@ class Subscriber:
                     self.resync[(key[1], key[2])] = None
             self.wake.set()
             return
-        self.pending.append(item)
+        self.pending.append(enc.update() if self.multiplexed else enc.stream())
         self.wake.set()
 
-    def push_latest(self, key: Hashable, item: bytes) -> None:
+    def push_latest(self, key: Hashable, enc: Encoded) -> None:
         if key in self.conflated:
             self.conflations += 1
             del self.conflated[key]  # re-insert: the dict stays in update order
-        self.conflated[key] = item
+        self.conflated[key] = enc.update() if self.multiplexed else enc.stream()
         self.wake.set()
 
     async def next_message(self) -> bytes:
@@ -99,12 +134,14 @@ class Subscriber:
         while True:
             if self.overflowed:
                 raise SubscriberOverflowError(self.overflowed)
+            if self.control:
+                return self.control.pop(0)
             items: list[bytes] = []
             if self.resync and self.book_resync is not None:
                 for key in list(self.resync):
                     snap = self.book_resync(key)
                     if snap is not None:
-                        items.append(snap)
+                        items.append(self.frame(snap))
                 self.resync.clear()
             limit = self.max_items_per_message
             if self.pending:
@@ -117,7 +154,8 @@ class Subscriber:
                     items.append(self.conflated.pop(key))
             if items:
                 self.sequence += 1
-                return convert.batch_from_items(self.sequence, items)
+                batch = convert.batch_from_items(self.sequence, items)
+                return convert.field_bytes(3, batch) if self.multiplexed else batch
             if self.closed:
                 raise HubClosedError("the server is shutting down; reconnect to another instance or retry")
             self.wake.clear()
@@ -140,6 +178,15 @@ class Hub:
             sub.topics.add(topic)
             self.subscribers.setdefault(topic, set()).add(sub)
 
+    def unsubscribe_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
+        for topic in topics:
+            sub.topics.discard(topic)
+            subs = self.subscribers.get(topic)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.subscribers[topic]
+
     def unsubscribe(self, sub: Subscriber) -> None:
         for topic in sub.topics:
             subs = self.subscribers.get(topic)
@@ -160,14 +207,13 @@ class Hub:
     def subscriber_count(self) -> int:
         return len({s for subs in self.subscribers.values() for s in subs})
 
-    def book_snapshot_item(self, venue: str, symbol: str, depth: int) -> bytes | None:
-        """A framed BookUpdate snapshot of the live book at its current sequence."""
+    def book_snapshot_item(self, venue: str, symbol: str, depth: int) -> Encoded | None:
+        """A BookUpdate snapshot of the live book at its current sequence."""
         book = self.engine.book(venue, symbol)
         if book is None:
             return None
         snap = convert.book_snapshot_from_book(book, depth, self.book_sequence.get((venue, symbol), book.version))
-        update = book_pb2.BookUpdate(snapshot=snap)
-        return convert.batch_item(update.SerializeToString())
+        return Encoded(book_pb2.BookUpdate(snapshot=snap).SerializeToString(), BOOK)
 
     # -- the runtime listener -------------------------------------------------------------------
 
@@ -189,75 +235,76 @@ class Hub:
                         msg = convert.book_snapshot_pb(ev, seq)  # type: ignore[arg-type]
                     else:
                         msg = convert.quote_book_pb(ev, seq)  # type: ignore[arg-type]
-                    item = convert.batch_item(msg.SerializeToString())
+                    enc = Encoded(msg.SerializeToString(), BOOK)
                     for s in targets:
-                        s.push(item, key)
+                        s.push(enc, key)
             elif kind is Trade:
                 t: Trade = u  # type: ignore[assignment]
                 a = subs.get(("trades", t.symbol, t.venue))
                 b = subs.get(("trades", t.symbol, ""))
                 if a or b:
-                    item = convert.batch_item(convert.trade_pb(t).SerializeToString())
+                    enc = Encoded(convert.trade_pb(t).SerializeToString(), TRADE)
                     for s in (*(a or ()), *(b or ())):
-                        s.push(item)
+                        s.push(enc)
             elif kind is Nbbo:
                 n: Nbbo = u  # type: ignore[assignment]
                 targets = subs.get(("nbbo", n.symbol))
                 if targets:
-                    item = convert.batch_item(convert.nbbo_pb(n).SerializeToString())
+                    enc = Encoded(convert.nbbo_pb(n).SerializeToString(), NBBO)
                     for s in targets:
-                        s.push_latest(("nbbo", n.symbol), item)
+                        s.push_latest(("nbbo", n.symbol), enc)
             elif kind is Candle:
                 c: Candle = u  # type: ignore[assignment]
                 targets = subs.get(("candles", c.venue, c.symbol, str(int(c.interval))))
                 if targets:
-                    item = convert.batch_item(convert.candle_pb(c).SerializeToString())
+                    enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
                     for s in targets:
-                        s.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), item)
+                        s.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc)
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
                 targets = subs.get(("book", change.venue, change.symbol))
                 if targets and change.status == BookStatus.AWAITING_RESYNC:
                     gap = convert.book_gap_pb(change, seqs.get((change.venue, change.symbol), 0))
                     if gap is not None:
-                        item = convert.batch_item(gap.SerializeToString())
+                        enc = Encoded(gap.SerializeToString(), BOOK)
                         for s in targets:
-                            s.push(item, (change.venue, change.symbol))
+                            s.push(enc, (change.venue, change.symbol))
             elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
                 self._pricing(u, subs)
             elif kind is AlertTrigger:
                 trig: AlertTrigger = u  # type: ignore[assignment]
                 targets = subs.get(("alerts", trig.alert.symbol))
                 if targets:
-                    item = convert.batch_item(convert.alert_trigger_pb(trig).SerializeToString())
+                    enc = Encoded(convert.alert_trigger_pb(trig).SerializeToString(), ALERT)
                     for s in targets:
-                        s.push(item)
+                        s.push(enc)
             elif kind is QualityFlag:
                 f: QualityFlag = u  # type: ignore[assignment]
                 a = subs.get(("quality", f.symbol, f.venue))
                 b = subs.get(("quality", f.symbol, ""))
                 if a or b:
-                    item = convert.batch_item(convert.quality_flag_pb(f).SerializeToString())
+                    enc = Encoded(convert.quality_flag_pb(f).SerializeToString(), QUALITY)
                     for s in (*(a or ()), *(b or ())):
-                        s.push(item)
+                        s.push(enc)
 
     def _pricing(self, u: object, subs: dict[Topic, set[Subscriber]]) -> None:
         if isinstance(u, IndexPrice):
             topic: Topic = ("index", u.symbol)
-            encode: Callable[[], bytes] = lambda: convert.index_price_pb(u).SerializeToString()  # noqa: E731
+            targets = subs.get(topic)
+            enc = Encoded(convert.index_price_pb(u).SerializeToString(), INDEX) if targets else None
         elif isinstance(u, MarkPrice):
             topic = ("mark", u.symbol)
-            encode = lambda: convert.mark_price_pb(u).SerializeToString()  # noqa: E731
+            targets = subs.get(topic)
+            enc = Encoded(convert.mark_price_pb(u).SerializeToString(), MARK) if targets else None
         elif isinstance(u, FundingRate):
             topic = ("funding", u.symbol)
-            encode = lambda: convert.funding_rate_pb(u).SerializeToString()  # noqa: E731
+            targets = subs.get(topic)
+            enc = Encoded(convert.funding_rate_pb(u).SerializeToString(), FUNDING) if targets else None
         else:
             return
-        targets = subs.get(topic)
-        if targets:
-            item = convert.batch_item(encode())
+        if targets and enc is not None:
             for s in targets:
-                s.push_latest(topic, item)
+                s.push_latest(topic, enc)
 
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 
@@ -270,14 +317,19 @@ class Hub:
             if topic[0] == "ticker":
                 ticker = engine.ticker(topic[1], topic[2])
                 if ticker is not None:
-                    item = convert.batch_item(convert.ticker_pb(ticker).SerializeToString())
+                    enc = Encoded(convert.ticker_pb(ticker).SerializeToString(), TICKER)
                     for s in targets:
-                        s.push_latest(topic, item)
+                        s.push_latest(topic, enc)
+            elif topic[0] == "consolidated":
+                book = engine.consolidated_book(topic[1], int(topic[2]))
+                enc = Encoded(convert.consolidated_book_pb(book).SerializeToString(), CONSOLIDATED)
+                for s in targets:
+                    s.push_latest(topic, enc)
             elif topic[0] == "candles":
                 venue, symbol, interval = topic[1], topic[2], int(topic[3])
                 current = engine.candles(venue, symbol, Interval(interval), limit=1)
                 if current and not current[-1].closed:
                     c = current[-1]
-                    item = convert.batch_item(convert.candle_pb(c).SerializeToString())
+                    enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
                     for s in targets:
-                        s.push_latest(("candle", venue, symbol, interval, c.open_time), item)
+                        s.push_latest(("candle", venue, symbol, interval, c.open_time), enc)

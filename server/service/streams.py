@@ -19,7 +19,18 @@ from marketdata.v1 import alert_service_pb2, market_data_service_pb2
 
 from server.engine.engine import Engine
 from server.service import convert
-from server.service.fanout import Hub, HubClosedError, Subscriber, SubscriberOverflowError, Topic
+from server.service.fanout import (
+    FUNDING,
+    INDEX,
+    MARK,
+    NBBO,
+    Encoded,
+    Hub,
+    HubClosedError,
+    Subscriber,
+    SubscriberOverflowError,
+    Topic,
+)
 from server.service.market_data import Alerts, MarketData
 
 pb = market_data_service_pb2
@@ -70,9 +81,9 @@ class Streams:
                 await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown symbol(s): {', '.join(unknown)}")
         return found
 
-    async def _stream(self, topics: list[Topic], first: list[bytes], context: Ctx,
-                      book_resync: Callable[[Hashable], bytes | None] | None = None,
-                      refresh: Callable[[], list[bytes]] | None = None) -> AsyncIterator[bytes]:
+    async def _stream(self, topics: list[Topic], first: list[Encoded], context: Ctx,
+                      book_resync: Callable[[Hashable], Encoded | None] | None = None,
+                      refresh: Callable[[], list[Encoded]] | None = None) -> AsyncIterator[bytes]:
         sub = Subscriber(max_pending=self.limits.max_pending,
                          max_items_per_message=self.limits.max_items_per_message, book_resync=book_resync)
         self.hub.subscribe(sub, topics)
@@ -80,14 +91,14 @@ class Streams:
         try:
             if first:
                 sub.sequence += 1
-                yield convert.batch_from_items(sub.sequence, first)
+                yield convert.batch_from_items(sub.sequence, [sub.frame(e) for e in first])
             while True:
                 if refresh is not None and time.monotonic() >= next_refresh:
                     next_refresh = time.monotonic() + self.limits.book_snapshot_every_s
                     items = refresh()
                     if items:
                         sub.sequence += 1
-                        yield convert.batch_from_items(sub.sequence, items)
+                        yield convert.batch_from_items(sub.sequence, [sub.frame(e) for e in items])
                 try:
                     if refresh is None:
                         message = await sub.next_message()
@@ -116,11 +127,11 @@ class Streams:
         if request.venue and request.venue not in self.engine.venues(symbol):
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"venue {request.venue!r} has no book for {symbol}")
 
-        def snapshot(key: Hashable) -> bytes | None:
+        def snapshot(key: Hashable) -> Encoded | None:
             venue, sym = cast(tuple[str, str], key)
             return self.hub.book_snapshot_item(venue, sym, depth)
 
-        def all_snapshots() -> list[bytes]:
+        def all_snapshots() -> list[Encoded]:
             return [s for s in (snapshot((v, symbol)) for v in venues) if s is not None]
 
         async for message in self._stream([("book", v, symbol) for v in venues], all_snapshots(), context,
@@ -135,7 +146,7 @@ class Streams:
 
     async def StreamNbbo(self, request: pb.StreamNbboRequest, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context)
-        first = [convert.batch_item(convert.nbbo_pb(n).SerializeToString())
+        first = [Encoded(convert.nbbo_pb(n).SerializeToString(), NBBO)
                  for n in (self.engine.nbbo(s) for s in symbols) if n is not None]
         async for message in self._stream([("nbbo", s) for s in symbols], first, context):
             yield message
@@ -161,7 +172,7 @@ class Streams:
             yield message
 
     async def _pricing_stream(self, kind: str, symbols: list[str], context: Ctx,
-                              latest: Callable[[str], bytes | None]) -> AsyncIterator[bytes]:
+                              latest: Callable[[str], Encoded | None]) -> AsyncIterator[bytes]:
         first = [item for item in (latest(s) for s in symbols) if item is not None]
         async for message in self._stream([(kind, s) for s in symbols], first, context):
             yield message
@@ -169,9 +180,9 @@ class Streams:
     async def StreamIndexPrice(self, request: pb.StreamIndexPriceRequest, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context, check=False)
 
-        def latest(s: str) -> bytes | None:
+        def latest(s: str) -> Encoded | None:
             p = self.engine.index_price(s)
-            return convert.batch_item(convert.index_price_pb(p).SerializeToString()) if p else None
+            return Encoded(convert.index_price_pb(p).SerializeToString(), INDEX) if p else None
 
         async for message in self._pricing_stream("index", symbols, context, latest):
             yield message
@@ -179,9 +190,9 @@ class Streams:
     async def StreamMarkPrice(self, request: pb.StreamMarkPriceRequest, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context)
 
-        def latest(s: str) -> bytes | None:
+        def latest(s: str) -> Encoded | None:
             p = self.engine.mark_price(s)
-            return convert.batch_item(convert.mark_price_pb(p).SerializeToString()) if p else None
+            return Encoded(convert.mark_price_pb(p).SerializeToString(), MARK) if p else None
 
         async for message in self._pricing_stream("mark", symbols, context, latest):
             yield message
@@ -189,12 +200,37 @@ class Streams:
     async def StreamFundingRate(self, request: pb.StreamFundingRateRequest, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context)
 
-        def latest(s: str) -> bytes | None:
+        def latest(s: str) -> Encoded | None:
             r = self.engine.funding_rate(s)
-            return convert.batch_item(convert.funding_rate_pb(r).SerializeToString()) if r else None
+            return Encoded(convert.funding_rate_pb(r).SerializeToString(), FUNDING) if r else None
 
         async for message in self._pricing_stream("funding", symbols, context, latest):
             yield message
+
+    async def Subscribe(self, requests: AsyncIterator[pb.SubscribeRequest], context: Ctx) -> AsyncIterator[bytes]:
+        """One stream, many (channel, symbol) items: a status per item, pongs, and batches of updates."""
+        sub = Subscriber(max_pending=self.limits.max_pending, max_items_per_message=self.limits.max_items_per_message,
+                         multiplexed=True)
+        sub.book_resync = lambda key: self.hub.book_snapshot_item(*cast(tuple[str, str], key), 20)
+        mux = _Multiplexed(self, sub)
+
+        async def read() -> None:
+            async for request in requests:
+                mux.handle(request)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                if reader.done() and reader.exception() is not None:
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad request: {reader.exception()}")
+                yield await sub.next_message()
+        except SubscriberOverflowError as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except HubClosedError as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            reader.cancel()
+            self.hub.unsubscribe(sub)
 
     async def StreamAlertTriggers(self, request: Any, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context, check=False)
@@ -206,6 +242,120 @@ class Streams:
         venues = list(request.venues) or [""]
         async for message in self._stream([("quality", s, v) for s in symbols for v in venues], [], context):
             yield message
+
+
+class _Multiplexed:
+    """State of one Subscribe stream: its items, their topics, and the status replies."""
+
+    def __init__(self, streams: Streams, sub: Subscriber) -> None:
+        self.streams = streams
+        self.sub = sub
+        self.items: dict[bytes, list[Topic] | None] = {}
+
+    def _status(self, item: pb.SubscriptionItem, status: pb.SubscriptionStatus.ValueType, message: str = "") -> None:
+        reply = pb.SubscribeResponse(status=pb.SubscriptionStatusUpdate(item=item, status=status, message=message))
+        self.sub.control.append(reply.SerializeToString())
+        self.sub.wake.set()
+
+    def _bad_depth(self, depth: int) -> str:
+        return f"depth {depth} is out of range: 1..{self.streams.max_depth}"
+
+    def topics_for(
+        self, item: pb.SubscriptionItem
+    ) -> tuple[list[Topic], list[Encoded], pb.SubscriptionStatus.ValueType, str]:
+        """(topics, initial items, status, message) for one requested item."""
+        engine = self.streams.engine
+        ch = item.channel
+        symbol = item.symbol
+        ok = pb.SUBSCRIPTION_STATUS_OK
+        if ch in (pb.CHANNEL_INDEX_PRICE, pb.CHANNEL_ALERTS):
+            if not symbol:
+                return [], [], pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL, "symbol is required"
+        elif not self.streams._known(symbol):
+            return [], [], pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}"
+        venue = item.venue
+        if ch == pb.CHANNEL_BOOK:
+            depth = item.depth or 20
+            if depth > self.streams.max_depth:
+                return [], [], pb.SUBSCRIPTION_STATUS_INVALID_DEPTH, self._bad_depth(depth)
+            venues = [venue] if venue else engine.venues(symbol)
+            if venue and venue not in engine.venues(symbol):
+                return [], [], pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL, f"venue {venue!r} has no book for {symbol}"
+            first = [e for e in (self.streams.hub.book_snapshot_item(v, symbol, depth) for v in venues) if e]
+            return [("book", v, symbol) for v in venues], first, ok, ""
+        if ch == pb.CHANNEL_CONSOLIDATED_BOOK:
+            depth = item.depth or 20
+            if depth > self.streams.max_depth:
+                return [], [], pb.SUBSCRIPTION_STATUS_INVALID_DEPTH, self._bad_depth(depth)
+            return [("consolidated", symbol, str(depth))], [], ok, ""
+        if ch == pb.CHANNEL_NBBO:
+            nbbo = engine.nbbo(symbol)
+            first = [Encoded(convert.nbbo_pb(nbbo).SerializeToString(), NBBO)] if nbbo else []
+            return [("nbbo", symbol)], first, ok, ""
+        if ch == pb.CHANNEL_TRADES:
+            return [("trades", symbol, venue)], [], ok, ""
+        if ch == pb.CHANNEL_CANDLES:
+            try:
+                interval = convert.interval_from_pb(item.interval)
+            except ValueError as exc:
+                return [], [], pb.SUBSCRIPTION_STATUS_INVALID_INTERVAL, str(exc)
+            if not venue:
+                return [], [], pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL, "venue is required for candles"
+            return [("candles", venue, symbol, str(int(interval)))], [], ok, ""
+        if ch == pb.CHANNEL_TICKER:
+            if not venue:
+                return [], [], pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL, "venue is required for tickers"
+            return [("ticker", venue, symbol)], [], ok, ""
+        if ch == pb.CHANNEL_INDEX_PRICE:
+            return [("index", symbol)], [], ok, ""
+        if ch == pb.CHANNEL_MARK_PRICE:
+            return [("mark", symbol)], [], ok, ""
+        if ch == pb.CHANNEL_FUNDING_RATE:
+            return [("funding", symbol)], [], ok, ""
+        if ch == pb.CHANNEL_ALERTS:
+            return [("alerts", symbol)], [], ok, ""
+        if ch == pb.CHANNEL_QUALITY:
+            return [("quality", symbol, venue)], [], ok, ""
+        return [], [], pb.SUBSCRIPTION_STATUS_UNSPECIFIED, f"unknown channel {ch}"
+
+    def handle(self, request: pb.SubscribeRequest) -> None:
+        action = request.WhichOneof("action")
+        if action == "ping":
+            ping = request.ping
+            pong = pb.SubscribeResponse(pong=pb.Pong(nonce=ping.nonce, client_time_ns=ping.client_time_ns,
+                                                     server_time_ns=time.time_ns()))
+            self.sub.control.append(pong.SerializeToString())
+            self.sub.wake.set()
+        elif action == "subscribe":
+            for item in request.subscribe.items:
+                key = item.SerializeToString(deterministic=True)
+                if key in self.items:
+                    self._status(item, pb.SUBSCRIPTION_STATUS_OK, "already subscribed")
+                    continue
+                if len(self.items) >= self.streams.limits.max_symbols:
+                    self._status(item, pb.SUBSCRIPTION_STATUS_LIMIT_EXCEEDED,
+                                 f"at most {self.streams.limits.max_symbols} items per stream")
+                    continue
+                topics, first, status, message = self.topics_for(item)
+                if status != pb.SUBSCRIPTION_STATUS_OK:
+                    self._status(item, status, message)
+                    continue
+                self.items[key] = topics
+                self.streams.hub.subscribe(self.sub, topics)
+                self._status(item, status, message)
+                if first:
+                    self.sub.sequence += 1
+                    batch = convert.batch_from_items(self.sub.sequence, [e.update() for e in first])
+                    self.sub.control.append(convert.field_bytes(3, batch))
+        elif action == "unsubscribe":
+            for item in request.unsubscribe.items:
+                dropped = self.items.pop(item.SerializeToString(deterministic=True), None)
+                if dropped is None:
+                    self._status(item, pb.SUBSCRIPTION_STATUS_UNSPECIFIED, "not subscribed")
+                    continue
+                still = {t for ts in self.items.values() if ts for t in ts}
+                self.streams.hub.unsubscribe_topics(self.sub, [t for t in dropped if t not in still])
+                self._status(item, pb.SUBSCRIPTION_STATUS_UNSUBSCRIBED)
 
 
 def _identity(data: bytes) -> bytes:
@@ -231,6 +381,10 @@ def service_handlers(unary: MarketData, alerts: Alerts, streams: Streams) -> lis
                     continue
                 methods[method.name] = grpc.unary_stream_rpc_method_handler(
                     impl, request_deserializer=request_class.FromString, response_serializer=_identity)
+            elif method.server_streaming and method.client_streaming:
+                methods[method.name] = grpc.stream_stream_rpc_method_handler(
+                    getattr(streams, method.name), request_deserializer=request_class.FromString,
+                    response_serializer=_identity)
             elif not method.server_streaming and not method.client_streaming:
                 owner = impls[0]
                 methods[method.name] = grpc.unary_unary_rpc_method_handler(

@@ -107,3 +107,50 @@ def test_graceful_stop_ends_open_streams_with_a_status(tmp_path: Path) -> None:
             pass
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert svc.proc.wait(timeout=30) == 0
+
+
+def test_subscribe_multiplexed_with_statuses_and_pong(service: Service) -> None:
+    def items(*specs: tuple[Any, str, str, int]) -> pb.SubscriptionItems:
+        return pb.SubscriptionItems(items=[
+            pb.SubscriptionItem(channel=c, symbol=s, venue=v, depth=d) for c, s, v, d in specs])
+
+    def requests() -> Iterator[pb.SubscribeRequest]:
+        yield pb.SubscribeRequest(subscribe=items(
+            (pb.CHANNEL_TRADES, "BTC/USD", "", 0),
+            (pb.CHANNEL_BOOK, "ETH/USD", "kraken", 5),
+            (pb.CHANNEL_NBBO, "AAPL", "", 0),
+            (pb.CHANNEL_TRADES, "NOPE", "", 0),
+            (pb.CHANNEL_BOOK, "BTC/USD", "kraken", 10**6),
+            (pb.CHANNEL_CANDLES, "BTC/USD", "kraken", 0),
+        ))
+        yield pb.SubscribeRequest(ping=pb.Ping(nonce=42, client_time_ns=1))
+        time.sleep(1.5)
+        yield pb.SubscribeRequest(unsubscribe=items((pb.CHANNEL_TRADES, "BTC/USD", "", 0)))
+        time.sleep(5)
+
+    stream: Any = service.md.Subscribe(requests())
+    statuses: dict[tuple[int, str], int] = {}
+    pongs: list[int] = []
+    kinds: set[str | None] = set()
+    deadline = time.monotonic() + 3.0
+    for response in stream:
+        payload = response.WhichOneof("payload")
+        if payload == "status":
+            statuses[response.status.item.channel, response.status.item.symbol] = response.status.status
+            if response.status.status not in (pb.SUBSCRIPTION_STATUS_OK, pb.SUBSCRIPTION_STATUS_UNSUBSCRIBED):
+                assert response.status.message
+        elif payload == "pong":
+            pongs.append(response.pong.nonce)
+            assert response.pong.server_time_ns > 0
+        else:
+            kinds.update(u.WhichOneof("update") for u in response.batch.updates)
+        if time.monotonic() > deadline:
+            break
+    stream.cancel()
+    assert statuses[pb.CHANNEL_TRADES, "NOPE"] == pb.SUBSCRIPTION_STATUS_UNKNOWN_SYMBOL
+    assert statuses[pb.CHANNEL_BOOK, "BTC/USD"] == pb.SUBSCRIPTION_STATUS_INVALID_DEPTH
+    assert statuses[pb.CHANNEL_CANDLES, "BTC/USD"] == pb.SUBSCRIPTION_STATUS_INVALID_INTERVAL
+    assert statuses[pb.CHANNEL_BOOK, "ETH/USD"] == pb.SUBSCRIPTION_STATUS_OK
+    assert statuses[pb.CHANNEL_TRADES, "BTC/USD"] == pb.SUBSCRIPTION_STATUS_UNSUBSCRIBED
+    assert pongs == [42]
+    assert {"trade", "book", "nbbo"} <= kinds

@@ -71,6 +71,7 @@ def test_nbbo_conflates_to_the_latest() -> None:
 def test_a_lagging_book_subscriber_is_resynced_by_a_snapshot() -> None:
     engine, hub, _ = _engine_with_book()
     sub = Subscriber(max_pending=4, book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+    assert sub.book_resync is not None
     hub.subscribe(sub, [("book", "v", "S")])
     for i in range(2, 12):
         _apply(engine, hub, BookDelta("v", "S", i, i, ((98, i),), (), i, i))
