@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -168,3 +170,29 @@ def test_graceful_stop_and_restart(tmp_path: Path) -> None:
         assert nbbo.bid_price > 0
     finally:
         assert again.stop() == 0
+
+
+def _grpcurl() -> str | None:
+    found = shutil.which("grpcurl")
+    if found:
+        return found
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True, check=False).stdout.strip()
+    candidate = Path(gopath) / "bin" / "grpcurl"
+    return str(candidate) if candidate.exists() else None
+
+
+def test_grpcurl_through_reflection(service: Service) -> None:
+    """What the README shows: grpcurl finds the services by reflection and calls them with JSON."""
+    grpcurl = _grpcurl()
+    if grpcurl is None:
+        pytest.skip("grpcurl is not installed (scripts/tools.sh installs it)")
+    target = f"127.0.0.1:{service.port}"
+    listed = subprocess.run([grpcurl, "-plaintext", target, "list"], capture_output=True, text=True, check=True)
+    assert "marketdata.v1.MarketDataService" in listed.stdout and "grpc.health.v1.Health" in listed.stdout
+    got = subprocess.run([grpcurl, "-plaintext", "-d", '{"symbol": "BTC/USD"}', target,
+                          "marketdata.v1.MarketDataService/GetNbbo"], capture_output=True, text=True, check=True)
+    nbbo = json.loads(got.stdout)["nbbo"]
+    assert nbbo["symbol"] == "BTC/USD" and int(nbbo["bid_price"]) > 0  # int64 as a JSON string, exact
+    bad = subprocess.run([grpcurl, "-plaintext", "-d", '{"symbol": "BTC/USD", "depth": 100000}', target,
+                          "marketdata.v1.MarketDataService/GetOrderBook"], check=False, capture_output=True, text=True)
+    assert bad.returncode != 0 and "InvalidArgument" in bad.stderr and "out of range" in bad.stderr
