@@ -13,6 +13,10 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e clients/python -e '.[dev]'
 
+echo "== tools: grpcurl and ghz (go install)"
+PATH="$(scripts/tools.sh):$PATH"
+export PATH
+
 echo "== contracts: buf lint, buf breaking, generated code up to date"
 scripts/check_protos.sh
 
