@@ -20,6 +20,7 @@ from marketdata.v1 import (
     market_data_service_pb2_grpc,
 )
 
+from server.engine.alerts import AlertSource
 from server.engine.candles import Candle
 from server.engine.engine import Engine
 from server.service import convert
@@ -152,7 +153,7 @@ class MarketData(market_data_service_pb2_grpc.MarketDataServiceServicer):
             await _invalid(context, f"limit {limit} is out of range: 1..{MAX_TRADES}")
         venue = await self._venue(symbol, request.venue, context)
         resp = pb.GetRecentTradesResponse()
-        for trade in self.engine.recent_trades(symbol, limit, venue):
+        for trade in reversed(self.engine.recent_trades(symbol, limit, venue)):  # newest first
             resp.trades.append(convert.trade_pb(trade))
         return resp
 
@@ -227,6 +228,8 @@ class Alerts(alert_service_pb2_grpc.AlertServiceServicer):
             await _invalid(context, "symbol is required")
         try:
             alert = convert.alert_from_create_request(request, uuid.uuid4().hex, time.time_ns())
+            if alert.source == AlertSource.MARK and alert.symbol not in {m.symbol for m in self.engine.config.marks}:
+                raise ValueError(f"{alert.symbol} has no mark price: MARK alerts are for perpetuals")
             self.engine.add_alert(alert)
         except (ValueError, TypeError) as exc:
             await _invalid(context, str(exc))
@@ -245,9 +248,10 @@ class Alerts(alert_service_pb2_grpc.AlertServiceServicer):
         return resp
 
     async def DeleteAlert(self, request: apb.DeleteAlertRequest, context: Ctx) -> apb.DeleteAlertResponse:
-        if not self.engine.remove_alert(request.alert_id):
+        alert = self.engine.alerts.get(request.alert_id)
+        if alert is None or not self.engine.remove_alert(request.alert_id):
             await _not_found(context, f"no live alert {request.alert_id!r}")
-        return apb.DeleteAlertResponse()
+        return apb.DeleteAlertResponse(alert=convert.alert_pb(alert))
 
 
 def register_market_data(servicer: MarketData) -> Any:

@@ -105,6 +105,7 @@ def test_snapshots(service: Service) -> None:
     assert len(cons.bids) == 10
     trades = service.md.GetRecentTrades(pb.GetRecentTradesRequest(symbol="BTC/USD", limit=5)).trades
     assert 0 < len(trades) <= 5
+    assert [t.ts_recv_ns for t in trades] == sorted((t.ts_recv_ns for t in trades), reverse=True)  # newest first
     ticker = service.md.GetTicker(pb.GetTickerRequest(symbol="BTC/USD", venue="kraken")).ticker
     assert ticker.last > 0 and ticker.high >= ticker.low > 0
     candles = service.md.GetCandles(pb.GetCandlesRequest(
@@ -149,13 +150,19 @@ def test_alert_crud(service: Service) -> None:
     assert got.threshold == 10**18
     listed = service.alerts.ListAlerts(alert_service_pb2.ListAlertsRequest(symbol="BTC/USD")).alerts
     assert created.alert_id in {a.alert_id for a in listed}
-    service.alerts.DeleteAlert(alert_service_pb2.DeleteAlertRequest(alert_id=created.alert_id))
+    deleted = service.alerts.DeleteAlert(alert_service_pb2.DeleteAlertRequest(alert_id=created.alert_id)).alert
+    assert deleted.alert_id == created.alert_id
     with pytest.raises(grpc.RpcError) as err:
         service.alerts.GetAlert(alert_service_pb2.GetAlertRequest(alert_id=created.alert_id))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as err:
         service.alerts.CreateAlert(alert_service_pb2.CreateAlertRequest(symbol="BTC/USD", threshold=1))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:  # a mark price exists for perpetuals only
+        service.alerts.CreateAlert(alert_service_pb2.CreateAlertRequest(
+            symbol="BTC/USD", condition=alert_pb2.ALERT_CONDITION_PRICE_ABOVE, threshold=10**18,
+            source=alert_pb2.ALERT_PRICE_SOURCE_MARK))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "perpetual" in (err.value.details() or "")
 
 
 def test_graceful_stop_and_restart(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Tests of the hand-written Python client facade (clients/python/src/mds_client)."""
