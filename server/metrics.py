@@ -12,6 +12,7 @@ import contextlib
 from prometheus_client import Counter, Gauge, start_http_server
 
 from server.runtime import Runtime
+from server.service.fanout import Hub
 
 INGEST_LAG_MS = Gauge("md_ingest_lag_ms", "Receive-to-engine lag of the last applied batch, ms", ["topic"])
 SEQ_GAPS = Gauge("md_seq_gap_total", "Sequence gaps detected per symbol (resyncs requested)", ["symbol"])
@@ -24,13 +25,17 @@ EVENTS_APPLIED = Gauge("md_events_applied_total", "Events applied by the engine"
 INGEST_QUEUE = Gauge("md_ingest_queue_batches", "Batches waiting in the ingest queue")
 DUPLICATES = Gauge("md_duplicate_trades_total", "Duplicate trades dropped")
 STREAM_SUBSCRIBERS = Gauge("md_stream_subscribers", "Open stream subscriptions")
+STREAM_QUEUED = Gauge("md_stream_queued_updates", "Updates queued for subscribers (all streams)")
+STREAM_CONFLATED = Gauge("md_stream_conflated_total", "Updates replaced by newer ones for slow subscribers")
+STREAM_DROPPED = Gauge("md_stream_dropped_total", "Book deltas dropped for lagging subscribers (resynced)")
 
 
 class MetricsUpdater:
     """Copies engine/runtime state into the gauges every ``interval_s``."""
 
-    def __init__(self, runtime: Runtime, interval_s: float = 1.0) -> None:
+    def __init__(self, runtime: Runtime, interval_s: float = 1.0, hub: Hub | None = None) -> None:
         self.runtime = runtime
+        self.hub = hub
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
 
@@ -49,6 +54,12 @@ class MetricsUpdater:
         EVENTS_APPLIED.set(self.runtime.events_applied)
         INGEST_QUEUE.set(self.runtime.queue_depth)
         DUPLICATES.set(engine.counters.duplicate_trades)
+        if self.hub is not None:
+            subs = {s for group in self.hub.subscribers.values() for s in group}
+            STREAM_SUBSCRIBERS.set(len(subs))
+            STREAM_QUEUED.set(sum(len(s.pending) + len(s.conflated) for s in subs))
+            STREAM_CONFLATED.set(self.hub.conflated_total + sum(s.conflations for s in subs))
+            STREAM_DROPPED.set(self.hub.dropped_total + sum(s.dropped for s in subs))
         per_symbol: dict[str, int] = {}
         for (_, symbol), n in engine.counters.sequence_gaps.items():
             per_symbol[symbol] = per_symbol.get(symbol, 0) + n

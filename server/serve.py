@@ -88,10 +88,10 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     store = open_store(config) if with_storage else None
     runtime = Runtime(engine, feeds, storage=store, tick_interval_s=config.tick_interval_ms / 1000,
                       ingest_queue_batches=config.ingest_queue_batches)
-    metrics = MetricsUpdater(runtime)
-    runtime.listeners.append(metrics.on_updates)
     hub = Hub(engine)
     runtime.listeners.append(hub.on_updates)
+    metrics = MetricsUpdater(runtime, hub=hub)
+    runtime.listeners.append(metrics.on_updates)
     streams = Streams(engine, hub, max_depth=config.max_book_depth)
     # Registered through generic handlers (streams send pre-encoded bytes), not the generated base classes.
     market_data = MarketData(engine, max_depth=config.max_book_depth, store=store)  # type: ignore[abstract]

@@ -168,6 +168,9 @@ class Hub:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.subscribers: dict[Topic, set[Subscriber]] = {}
+        self.conflated_total = 0
+        self.dropped_total = 0
+        """Counts of subscribers that have ended (live ones keep their own)."""
         self.book_sequence: dict[tuple[str, str], int] = {}
         """Per (venue, symbol): the engine book version of the last book update seen (snapshot + deltas)."""
 
@@ -188,6 +191,8 @@ class Hub:
                     del self.subscribers[topic]
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        self.conflated_total += sub.conflations
+        self.dropped_total += sub.dropped
         for topic in sub.topics:
             subs = self.subscribers.get(topic)
             if subs is not None:

@@ -7,6 +7,7 @@ venues with NOT_FOUND. Candles beyond what memory holds come from storage when o
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from server.service import convert
 pb = market_data_service_pb2
 apb = alert_service_pb2
 Ctx = grpc.aio.ServicerContext[Any, Any]
+_FOREVER = 2**63 - 1
 DEFAULT_DEPTH = 20
 DEFAULT_TRADES = 100
 MAX_TRADES = 10_000
@@ -37,8 +39,8 @@ MAX_CANDLES = 10_000
 class CandleStore(Protocol):
     """The part of storage GetCandles needs (blocking; called off the event loop)."""
 
-    def candles(self, venue: str, symbol: str, interval: Any, start_ns: int | None, end_ns: int | None,
-                limit: int | None) -> list[Candle]: ...
+    def candles(self, venue: str, symbol: str, interval: Any, start_ns: int, end_ns: int,
+                limit: int | None = None, *, latest: bool = False) -> list[Candle]: ...
 
 
 async def _invalid(context: Ctx, message: str) -> NoReturn:
@@ -184,8 +186,10 @@ class MarketData(market_data_service_pb2_grpc.MarketDataServiceServicer):
         if self.store is not None and (start is None or oldest_in_memory is None or start < oldest_in_memory) \
                 and len(candles) < limit:
             stored_end = oldest_in_memory if oldest_in_memory is not None else end
-            older = await asyncio.to_thread(self.store.candles, venue, symbol, interval, start, stored_end,
-                                            limit - len(candles))
+            older = await asyncio.to_thread(
+                functools.partial(self.store.candles, venue, symbol, interval, start or 0,
+                                  stored_end if stored_end is not None else _FOREVER, limit - len(candles),
+                                  latest=start is None))
             candles = [c for c in older if oldest_in_memory is None or c.open_time < oldest_in_memory] + candles
         resp = pb.GetCandlesResponse()
         for candle in candles[-limit:]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,18 @@ def test_bad_requests_say_what_was_wrong(service: Service, request_: object, cod
     assert words in (err.value.details() or "")
 
 
+def test_prometheus_metrics(service: Service) -> None:
+    assert service.proc.stdout is not None
+    banner = service.proc.stdout.readline()
+    port = int(banner.split("metrics on ")[1].split(",")[0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for name in ("md_ingest_lag_ms", "md_seq_gap_total", "md_ws_clients", "md_snapshot_latency_ms",
+                 "md_ohlcv_candles_closed_total", "md_index_price_source_staleness_ms", "md_stream_subscribers",
+                 "md_stream_queued_updates", "md_rpc_total", "md_events_applied_total"):
+        assert name in text, name
+
+
 def test_alert_crud(service: Service) -> None:
     created = service.alerts.CreateAlert(alert_service_pb2.CreateAlertRequest(
         symbol="BTC/USD", condition=alert_pb2.ALERT_CONDITION_PRICE_ABOVE, threshold=10**18)).alert
@@ -166,15 +179,24 @@ def test_alert_crud(service: Service) -> None:
 
 
 def test_graceful_stop_and_restart(tmp_path: Path) -> None:
+    """Stop with SIGTERM (exit 0 within the grace), start again on the same data: what was stored is there."""
     svc = start_service(tmp_path)
-    time.sleep(1.0)
+    time.sleep(3.0)
+    request = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
+                                   limit=100)
+    before = [c for c in svc.md.GetCandles(request).candles if c.closed]
+    assert len(before) >= 2
     started = time.monotonic()
     assert svc.stop() == 0
     assert time.monotonic() - started < 15
     again = start_service(tmp_path)  # the same data directory opens again
     try:
-        nbbo = again.md.GetNbbo(pb.GetNbboRequest(symbol="ETH/USD")).nbbo
-        assert nbbo.bid_price > 0
+        window = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
+                                      start_ns=before[0].open_time_ns, end_ns=before[-1].close_time_ns, limit=1000)
+        after = again.md.GetCandles(window).candles
+        assert [(c.open_time_ns, c.open, c.high, c.low, c.close, c.trade_count) for c in after] == [
+            (c.open_time_ns, c.open, c.high, c.low, c.close, c.trade_count) for c in before]
+        assert again.md.GetNbbo(pb.GetNbboRequest(symbol="ETH/USD")).nbbo.bid_price > 0
     finally:
         assert again.stop() == 0
 
