@@ -18,9 +18,10 @@ Pacing is by **event time** (``ts_event``; ``ts`` of a ``ClockTick``):
   first one, at most ``max_batch`` (4096); it is delivered when its *last* event is due (no event is
   ever early, none later than the window). At ``max`` every batch is ``max_batch`` events.
 
-Times inside events are left as recorded: ``ts_event`` and ``ts_recv`` keep the file's values (the
-receive time of the original capture, or ``ts_event`` for formats without one). A replay is a
-faithful re-run of the recording, not a re-stamp with the wall clock.
+Times: ``ts_event`` keeps the file's value. ``ts_recv`` is, by default (``restamp=True``), the wall-clock
+time this service received the batch, as for any live feed, so staleness, latency and the engine's
+clock-driven candle closes treat a replay like live data shifted in event time. ``restamp=False`` keeps
+the recorded receive times instead (a faithful re-run of the capture's timing).
 
 File reading and parsing run in a worker thread (``asyncio.to_thread``), one batch at a time, so the
 event loop stays responsive while a large file streams. ``warm`` becomes True after the first batch
@@ -178,8 +179,11 @@ class FileFeed:
     def __init__(self, name: str, events_factory: Callable[[], Iterable[Event]], speed: Speed = REALTIME,
                  *, window_ns: int = DEFAULT_WINDOW_NS, max_batch: int = MAX_BATCH,
                  dead_letters: DeadLetterLog | None = None, clock: Clock = time.monotonic_ns,
-                 sleep: Sleep = asyncio.sleep, offload: bool = True) -> None:
+                 sleep: Sleep = asyncio.sleep, offload: bool = True, restamp: bool = True,
+                 wall_clock: Clock = time.time_ns) -> None:
         self.name = name
+        self.restamp = restamp
+        self._wall = wall_clock
         self.speed = speed
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterLog()
         self.events_delivered = 0
@@ -211,6 +215,9 @@ class FileFeed:
                 delay = start + offset - self._clock()
                 if delay > 0:
                     await self._sleep(delay / 1e9)
+            if self.restamp:
+                now = self._wall()
+                batch = [e if isinstance(e, ClockTick) else e._replace(ts_recv=now) for e in batch]
             await sink.put(batch)
             self.events_delivered += len(batch)
             self.batches_delivered += 1

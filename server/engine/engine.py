@@ -69,7 +69,7 @@ class EngineConfig:
     """Trade ids remembered per (venue, symbol) to drop duplicates."""
     candles: CandleConfig = field(default_factory=CandleConfig)
     candle_close_delay_ns: int = 2 * SECOND_NS
-    """A clock tick at T closes candles up to T minus this (ticks are receive time, candles event time)."""
+    """A clock tick at T closes a series's candles up to T minus its receive lag minus this delay."""
     trade_spikes: SpikeConfig | None = field(default_factory=SpikeConfig)
     """Spike detection on trade prices per (venue, symbol); None turns it off."""
     quote_spikes: SpikeConfig | None = field(default_factory=SpikeConfig)
@@ -132,8 +132,8 @@ class _TradeState:
     back to the newest ``window`` ids (amortized O(1) per trade, one structure on the hot path).
     """
 
-    __slots__ = ("candles", "ids", "ids_limit", "last_ts", "open24", "open24_until", "recent", "recent_price",
-                 "spikes", "window")
+    __slots__ = ("candles", "ids", "ids_limit", "last_event", "last_ts", "open24", "open24_until", "recent",
+                 "recent_price", "spikes", "window")
 
     def __init__(self, venue: str, symbol: str, config: EngineConfig, recent: deque[Trade]) -> None:
         self.ids: dict[str, None] = {}
@@ -145,7 +145,8 @@ class _TradeState:
         self.open24_until = 0
         """The 24h ticker's open, cached until the end of the minute it was read in (for change-% alerts)."""
         self.last_ts = 0
-        """Receive time and price of the newest accepted trade (for index staleness)."""
+        self.last_event = 0
+        """Receive and event time of the newest accepted trade (index staleness; clock-driven closes)."""
         ticker = RollingTicker(venue, symbol) if Interval.M1 in config.candles.intervals else None
         self.candles = CandleSeries(venue, symbol, config.candles, ticker=ticker)
         self.spikes = SpikeDetector(config.trade_spikes) if config.trade_spikes is not None else None
@@ -418,6 +419,7 @@ class Engine:
         state.recent.append(ev)
         state.recent_price = price
         state.last_ts = ts_recv
+        state.last_event = ts_event
         out.append(ev)
         if symbol in self._alert_symbols:
             change: int | None = None
@@ -486,9 +488,12 @@ class Engine:
         self.now = max(self.now, ts)
         for symbol in self._symbols:
             self._update_nbbo(symbol, ts, ts, out)
-        candle_wm = ts - self.config.candle_close_delay_ns
+        delay = self.config.candle_close_delay_ns
         for state in self._trades.values():
-            state.candles.advance(candle_wm, out)
+            # Advance each series in its own event time: the tick minus that series' receive lag (a live
+            # venue's latency, or years for a replay), so a clock tick never makes replayed trades late.
+            if state.last_ts:
+                state.candles.advance(ts - (state.last_ts - state.last_event) - delay, out)
         if ts >= self._next_pricing:
             interval = self.config.pricing_interval_ns
             self._next_pricing = ts - ts % interval + interval

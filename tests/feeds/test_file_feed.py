@@ -113,7 +113,8 @@ def test_file_feed_paces_with_an_injected_clock(offload: bool) -> None:
     evs: list[Event] = [_trade(T0, recv=1), _trade(T0 + 1 * S + 1 * MS, recv=2),
                         _trade(T0 + 1 * S + 2 * MS, recv=3), _trade(T0 + 3 * S, recv=4)]
     fake = _FakeTime()
-    feed = FileFeed("t", lambda: iter(evs), REALTIME, clock=fake.clock, sleep=fake.sleep, offload=offload)
+    feed = FileFeed("t", lambda: iter(evs), REALTIME, clock=fake.clock, sleep=fake.sleep, offload=offload,
+                    restamp=False)
     sink = _Sink(feed)
     assert not feed.warm
     asyncio.run(feed.run(sink))
@@ -123,6 +124,12 @@ def test_file_feed_paces_with_an_injected_clock(offload: bool) -> None:
     assert feed.events_delivered == 4 and feed.batches_delivered == 3
     # Receive times are kept as recorded.
     assert [e.ts_recv for b in sink.batches for e in b if isinstance(e, Trade)] == [1, 2, 3, 4]
+    # By default a replay is stamped with the time this service received each batch.
+    stamped = FileFeed("t", lambda: iter(evs), REALTIME, clock=fake.clock, sleep=fake.sleep, offload=offload,
+                       wall_clock=lambda: 777)
+    sink2 = type(sink)()
+    asyncio.run(stamped.run(sink2))
+    assert [e.ts_recv for b in sink2.batches for e in b if isinstance(e, Trade)] == [777] * 4
 
 
 def test_file_feed_at_max_speed_never_sleeps_and_bounds_outstanding_events() -> None:
