@@ -92,7 +92,7 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     runtime.listeners.append(hub.on_updates)
     metrics = MetricsUpdater(runtime, hub=hub)
     runtime.listeners.append(metrics.on_updates)
-    streams = Streams(engine, hub, max_depth=config.max_book_depth)
+    streams = Streams(engine, hub, max_depth=config.max_book_depth, store=store)
     # Registered through generic handlers (streams send pre-encoded bytes), not the generated base classes.
     market_data = MarketData(engine, max_depth=config.max_book_depth, store=store)  # type: ignore[abstract]
     alerts = Alerts(engine)  # type: ignore[abstract]

@@ -18,7 +18,7 @@ from google.protobuf import message_factory
 from marketdata.v1 import alert_service_pb2, market_data_service_pb2
 
 from server.engine.engine import Engine
-from server.service import convert
+from server.service import convert, replay
 from server.service.fanout import (
     FUNDING,
     INDEX,
@@ -53,9 +53,12 @@ async def _abort(context: Ctx, code: grpc.StatusCode, message: str) -> None:
 class Streams:
     """Stream handlers over one hub; ``run_polling`` publishes tickers and in-progress candles."""
 
-    def __init__(self, engine: Engine, hub: Hub, *, max_depth: int = 1000, poll_interval_s: float = 1.0) -> None:
+    def __init__(self, engine: Engine, hub: Hub, *, max_depth: int = 1000, poll_interval_s: float = 1.0,
+                 store: replay.ReplaySource | None = None, max_replay_range_ns: int = 31 * 24 * 3600 * 10**9) -> None:
         self.engine = engine
         self.hub = hub
+        self.store = store
+        self.max_replay_range_ns = max_replay_range_ns
         self.max_depth = max_depth
         self.poll_interval_s = poll_interval_s
         self.limits = StreamLimits()
@@ -232,6 +235,23 @@ class Streams:
             reader.cancel()
             self.hub.unsubscribe(sub)
 
+    async def ReplayStream(self, request: pb.ReplayStreamRequest, context: Ctx) -> AsyncIterator[bytes]:
+        """History from storage in event-time order, as the same messages as live; bounded memory."""
+        try:
+            plan = replay.validate_replay(request, max_range_ns=self.max_replay_range_ns,
+                                          known_symbols=_KnownSymbols(self.engine))
+        except ValueError as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        except replay.ReplayNotFoundError as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+            return
+        if self.store is None:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "replay needs storage, and this server has none")
+            return
+        async for data in replay.replay_responses(self.store, plan):
+            yield data
+
     async def StreamAlertTriggers(self, request: Any, context: Ctx) -> AsyncIterator[bytes]:
         symbols = await self._symbols(request.symbols, context, check=False)
         async for message in self._stream([("alerts", s) for s in symbols], [], context):
@@ -242,6 +262,19 @@ class Streams:
         venues = list(request.venues) or [""]
         async for message in self._stream([("quality", s, v) for s in symbols for v in venues], [], context):
             yield message
+
+
+class _KnownSymbols:
+    """Symbols a replay may ask for: instruments, symbols with books or trades, and configured indices."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.indices = {c.symbol for c in engine.config.indices}
+
+    def __contains__(self, symbol: object) -> bool:
+        return isinstance(symbol, str) and (
+            symbol in self.engine.instruments or symbol in self.indices or bool(self.engine.venues(symbol))
+            or bool(self.engine.recent_trades(symbol, 1)))
 
 
 class _Multiplexed:

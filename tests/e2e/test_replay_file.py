@@ -41,6 +41,10 @@ def test_replayed_trades_give_binance_klines(tmp_path: Path) -> None:
         request = pb.GetCandlesRequest(symbol="XRP/ETH", venue="binance", interval=candle_pb2.CANDLE_INTERVAL_M1,
                                        start_ns=1, end_ns=2**62, limit=10_000)
         served = {c.open_time_ns: c for c in svc.md.GetCandles(request).candles}
+        # ReplayStream gives the stored history back through the live message types, in event-time order.
+        replayed = [u.trade for m in svc.md.ReplayStream(pb.ReplayStreamRequest(
+            symbols=["XRP/ETH"], channels=[pb.CHANNEL_TRADES], start_ns=1_570_000_000 * 10**9,
+            end_ns=1_571_000_000 * 10**9, speed=0)) for u in m.updates]
     finally:
         assert svc.stop() == 0
 
@@ -59,3 +63,6 @@ def test_replayed_trades_give_binance_klines(tmp_path: Path) -> None:
         matched += 1
     assert (matched, empty) == (2469, 1091)
     assert sum(c.trade_count for c in served.values()) == TOTAL_TRADES
+    assert len(replayed) == TOTAL_TRADES
+    assert [t.ts_event_ns for t in replayed] == sorted(t.ts_event_ns for t in replayed)
+    assert len({t.trade_id for t in replayed}) == TOTAL_TRADES
