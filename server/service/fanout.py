@@ -87,6 +87,10 @@ class Subscriber:
     """Whole SubscribeResponses (statuses, pongs) sent before the next batch."""
     topics: set[Topic] = field(default_factory=set)
     pending: list[bytes] = field(default_factory=list)
+    pending_kinds: list[bool] = field(default_factory=list)
+    """Parallel to ``pending``: True for a book update."""
+    pending_books: int = 0
+    """How many of ``pending`` are book updates (a lagging reader loses those to a resync, nothing else)."""
     conflated: dict[Hashable, bytes] = field(default_factory=dict)
     resync: dict[Hashable, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -106,20 +110,27 @@ class Subscriber:
             self.dropped += 1  # a snapshot replaces it
             return
         if len(self.pending) >= self.max_pending:
-            if book_key is None or self.book_resync is None:
+            if self.book_resync is None or not (book_key is not None or self.pending_books):
                 self.overflowed = (f"subscriber fell {len(self.pending)} updates behind and these updates cannot be "
                                    "conflated; reconnect and read faster, or subscribe to fewer symbols")
                 self.wake.set()
                 return
-            # Drop the queue and resync every book it held from a snapshot.
-            self.dropped += len(self.pending)
-            self.pending.clear()
+            # Drop the queued book updates only; each book it holds resyncs from a fresh snapshot.
+            keep = [item for item, is_book in zip(self.pending, self.pending_kinds, strict=True) if not is_book]
+            self.dropped += len(self.pending) - len(keep)
+            self.pending[:] = keep
+            self.pending_kinds[:] = [False] * len(keep)
+            self.pending_books = 0
             for key in self.topics:
                 if key[0] == "book":
                     self.resync[(key[1], key[2])] = None
             self.wake.set()
-            return
+            if book_key is not None:
+                return
         self.pending.append(enc.update() if self.multiplexed else enc.stream())
+        self.pending_kinds.append(book_key is not None)
+        if book_key is not None:
+            self.pending_books += 1
         self.wake.set()
 
     def push_latest(self, key: Hashable, enc: Encoded) -> None:
@@ -146,7 +157,9 @@ class Subscriber:
             limit = self.max_items_per_message
             if self.pending:
                 take = self.pending[:limit]
+                self.pending_books -= sum(self.pending_kinds[:limit])
                 del self.pending[:limit]
+                del self.pending_kinds[:limit]
                 items.extend(take)
             if self.conflated and len(items) < limit:
                 while self.conflated and len(items) < limit:
@@ -268,6 +281,10 @@ class Hub:
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
                 targets = subs.get(("book", change.venue, change.symbol))
+                if change.status == BookStatus.AWAITING_RESYNC and convert.is_book_gap(change):
+                    gap_key = (change.venue, change.symbol)
+                    gap_seq = seqs.get(gap_key, 0) + 1  # a gap marker takes a sequence number of its own
+                    seqs[gap_key] = gap_seq
                 if targets and change.status == BookStatus.AWAITING_RESYNC:
                     gap = convert.book_gap_pb(change, seqs.get((change.venue, change.symbol), 0))
                     if gap is not None:

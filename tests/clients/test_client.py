@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import decimal
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +14,6 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 from marketdata.v1 import (
@@ -52,6 +47,8 @@ from mds_client import (
     to_fixed,
 )
 from mds_client.enums import condition_from_pb, condition_to_pb, enum_name, source_from_pb, source_to_pb
+
+from tests.e2e.test_serve import Service, start_service
 
 ROOT = Path(__file__).resolve().parents[2]
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -312,57 +309,6 @@ def test_bad_arguments_fail_before_any_call() -> None:
 
 
 # -- against a running service ------------------------------------------------------------------
-
-
-class Service:
-    """An ``mds serve`` subprocess on a free loopback port (as in tests/e2e/test_serve.py)."""
-
-    def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.target = f"127.0.0.1:{port}"
-
-    def wait_serving(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"mds serve exited early: {self.proc.returncode}")
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        raise AssertionError("mds serve did not become SERVING")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-
-def start_service(data_dir: Path, *feeds: str) -> Service:
-    port = _free_port()
-    args = [sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port", "0",
-            "--data-dir", str(data_dir)]
-    for feed in feeds or ("sim:seed=7,rate=3000",):
-        args += ["--feed", feed]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    service = Service(proc, port)
-    try:
-        service.wait_serving()
-    except BaseException:
-        service.stop()
-        raise
-    return service
 
 
 @pytest.fixture(scope="module")

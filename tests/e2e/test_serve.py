@@ -41,7 +41,8 @@ class Service:
     def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
         self.proc = proc
         self.port = port
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.target = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.target)
         self.md = market_data_service_pb2_grpc.MarketDataServiceStub(self.channel)
         self.alerts = alert_service_pb2_grpc.AlertServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -80,7 +81,12 @@ def start_service(data_dir: Path, *feeds: str) -> Service:
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     service = Service(proc, port)
-    service.wait_serving()
+    try:
+        service.wait_serving()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return service
 
 
@@ -181,13 +187,15 @@ def test_alert_crud(service: Service) -> None:
 def test_graceful_stop_and_restart(tmp_path: Path) -> None:
     """Stop with SIGTERM (exit 0 within the grace), start again on the same data: what was stored is there."""
     svc = start_service(tmp_path)
-    time.sleep(3.0)
-    request = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
-                                   limit=100)
-    before = [c for c in svc.md.GetCandles(request).candles if c.closed]
-    assert len(before) >= 2
-    started = time.monotonic()
-    assert svc.stop() == 0
+    try:
+        time.sleep(3.0)
+        request = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
+                                       limit=100)
+        before = [c for c in svc.md.GetCandles(request).candles if c.closed]
+        assert len(before) >= 2
+    finally:
+        started = time.monotonic()
+        assert svc.stop() == 0
     assert time.monotonic() - started < 15
     again = start_service(tmp_path)  # the same data directory opens again
     try:

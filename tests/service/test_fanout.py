@@ -103,3 +103,32 @@ def test_close_drains_then_ends() -> None:
         return count
 
     assert asyncio.run(read_all()) == 1
+
+
+def test_a_lagging_mixed_subscriber_keeps_its_trades_and_resyncs_books() -> None:
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber(max_pending=4, multiplexed=True,
+                     book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+    hub.subscribe(sub, [("book", "v", "S"), ("trades", "S", "")])
+    _apply(engine, hub, Trade("v", "S", "t1", 100, 1, Side.BUY, 2, 2))
+    for i in range(2, 8):
+        _apply(engine, hub, BookDelta("v", "S", i, i, ((98, i),), (), i, i))
+    response = pb.SubscribeResponse.FromString(asyncio.run(sub.next_message()))
+    kinds = [u.WhichOneof("update") for u in response.batch.updates]
+    assert kinds[0] == "book" and response.batch.updates[0].book.WhichOneof("update") == "snapshot"
+    assert "trade" in kinds, "a book resync must not drop queued trades"
+    assert not sub.overflowed
+
+
+def test_a_gap_marker_takes_its_own_sequence_number() -> None:
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber(book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+    hub.subscribe(sub, [("book", "v", "S")])
+    _apply(engine, hub, BookDelta("v", "S", 2, 2, ((98, 1),), (), 2, 2))
+    _apply(engine, hub, BookDelta("v", "S", 9, 9, ((98, 2),), (), 3, 3))  # gap: 3..8 missing
+    _apply(engine, hub, BookSnapshot("v", "S", 20, ((100, 1),), ((101, 1),), 4, 4))
+    message = pb.StreamOrderBookResponse.FromString(asyncio.run(sub.next_message()))
+    seqs = [getattr(u, u.WhichOneof("update") or "").sequence for u in message.updates]
+    kinds = [u.WhichOneof("update") for u in message.updates]
+    assert kinds == ["delta", "gap", "snapshot"]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
