@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +29,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level)
     try:
-        asyncio.run(serve(config))
+        run = asyncio.run
+        with contextlib.suppress(ImportError):
+            import uvloop  # the faster event loop when installed (a dependency of mds)
+
+            run = uvloop.run
+        run(serve(config))
     except ValueError as exc:  # a bad feed spec or feed file
         print(f"mds serve: {exc}", file=sys.stderr)
         return 2

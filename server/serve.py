@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterable
@@ -105,6 +106,11 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
 
 async def serve(config: ServiceConfig) -> None:
     handle, metrics, metrics_port = await start(config)
+    # Long-lived state (instruments, books, series) leaves the collector's view, and young-generation
+    # collections run less often: full collections over a large heap are the main source of latency spikes.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     print(f"mds: gRPC on {config.grpc_host}:{handle.port}, metrics on {metrics_port}, "
           f"feeds {', '.join(config.feeds)}", flush=True)
     stop = asyncio.Event()
