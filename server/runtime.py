@@ -209,3 +209,6 @@ class Runtime:
             finally:
                 for _ in range(taken):
                     q.task_done()
+            # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
+            # every round, so a busy feed can never starve the service.
+            await asyncio.sleep(0)
