@@ -10,16 +10,10 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol
 
 import grpc
-from marketdata.v1 import (
-    alert_service_pb2,
-    alert_service_pb2_grpc,
-    market_data_service_pb2,
-    market_data_service_pb2_grpc,
-)
+from marketdata.v1 import alert_service_pb2, market_data_service_pb2
 
 from server.engine.alerts import AlertSource
 from server.engine.candles import Candle
@@ -53,8 +47,8 @@ async def _not_found(context: Ctx, message: str) -> NoReturn:
     raise AssertionError("unreachable")
 
 
-class MarketData(market_data_service_pb2_grpc.MarketDataServiceServicer):
-    """Unary snapshot RPCs. Streams are served by the fan-out layer."""
+class MarketData:
+    """Unary snapshot RPCs of MarketDataService (streams live in ``streams``; ``streams.register`` wires both)."""
 
     def __init__(self, engine: Engine, *, max_depth: int = 1000, store: CandleStore | None = None) -> None:
         self.engine = engine
@@ -221,7 +215,7 @@ class MarketData(market_data_service_pb2_grpc.MarketDataServiceServicer):
         return pb.GetFundingRateResponse(funding_rate=convert.funding_rate_pb(rate))
 
 
-class Alerts(alert_service_pb2_grpc.AlertServiceServicer):
+class Alerts:
     """Alert CRUD on the engine's alert book (triggers stream through the fan-out layer)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -256,19 +250,3 @@ class Alerts(alert_service_pb2_grpc.AlertServiceServicer):
         if alert is None or not self.engine.remove_alert(request.alert_id):
             await _not_found(context, f"no live alert {request.alert_id!r}")
         return apb.DeleteAlertResponse(alert=convert.alert_pb(alert))
-
-
-def register_market_data(servicer: MarketData) -> Any:
-    def register(server: grpc.aio.Server) -> Sequence[str]:
-        market_data_service_pb2_grpc.add_MarketDataServiceServicer_to_server(servicer, server)
-        return [pb.DESCRIPTOR.services_by_name["MarketDataService"].full_name]
-
-    return register
-
-
-def register_alerts(servicer: Alerts) -> Any:
-    def register(server: grpc.aio.Server) -> Sequence[str]:
-        alert_service_pb2_grpc.add_AlertServiceServicer_to_server(servicer, server)
-        return [apb.DESCRIPTOR.services_by_name["AlertService"].full_name]
-
-    return register
