@@ -104,12 +104,16 @@ class Subscriber:
         return enc.update() if self.multiplexed else enc.stream()
 
     def push(self, enc: Encoded, book_key: Hashable | None = None) -> None:
+        self.push_many([self.frame(enc)], book_key)
+
+    def push_many(self, frames: list[bytes], book_key: Hashable | None = None) -> None:
+        """Queue framed items of one topic (``book_key`` set for a book topic), in order."""
         if self.overflowed:
             return
         if book_key is not None and book_key in self.resync:
-            self.dropped += 1  # a snapshot replaces it
+            self.dropped += len(frames)  # a snapshot replaces them
             return
-        if len(self.pending) >= self.max_pending:
+        if len(self.pending) + len(frames) > self.max_pending:
             if self.book_resync is None or not (book_key is not None or self.pending_books):
                 self.overflowed = (f"subscriber fell {len(self.pending)} updates behind and these updates cannot be "
                                    "conflated; reconnect and read faster, or subscribe to fewer symbols")
@@ -126,11 +130,13 @@ class Subscriber:
                     self.resync[(key[1], key[2])] = None
             self.wake.set()
             if book_key is not None:
+                self.dropped += len(frames)
                 return
-        self.pending.append(enc.update() if self.multiplexed else enc.stream())
-        self.pending_kinds.append(book_key is not None)
-        if book_key is not None:
-            self.pending_books += 1
+        self.pending.extend(frames)
+        is_book = book_key is not None
+        self.pending_kinds.extend([is_book] * len(frames))
+        if is_book:
+            self.pending_books += len(frames)
         self.wake.set()
 
     def push_latest(self, key: Hashable, enc: Encoded) -> None:
@@ -236,8 +242,11 @@ class Hub:
     # -- the runtime listener -------------------------------------------------------------------
 
     def on_updates(self, updates: list[object]) -> None:
+        """Encode each wanted update once, gather them per topic, then hand each subscriber whole lists
+        (one call per topic and subscriber per batch, not one per update). Order is kept per topic."""
         subs = self.subscribers
         seqs = self.book_sequence
+        batched: dict[Topic, list[Encoded]] = {}
         for u in updates:
             kind = type(u)
             if kind is BookDelta or kind is BookSnapshot or kind is Quote:
@@ -245,25 +254,24 @@ class Hub:
                 key = (ev.venue, ev.symbol)
                 seq = seqs.get(key, 0) + 1
                 seqs[key] = seq
-                targets = subs.get(("book", ev.venue, ev.symbol))
-                if targets:
+                topic: Topic = ("book", ev.venue, ev.symbol)
+                if topic in subs:
                     if kind is BookDelta:
                         msg = convert.book_delta_pb(ev, seq)  # type: ignore[arg-type]
                     elif kind is BookSnapshot:
                         msg = convert.book_snapshot_pb(ev, seq)  # type: ignore[arg-type]
                     else:
                         msg = convert.quote_book_pb(ev, seq)  # type: ignore[arg-type]
-                    enc = Encoded(msg.SerializeToString(), BOOK)
-                    for s in targets:
-                        s.push(enc, key)
+                    batched.setdefault(topic, []).append(Encoded(msg.SerializeToString(), BOOK))
             elif kind is Trade:
                 t: Trade = u  # type: ignore[assignment]
-                a = subs.get(("trades", t.symbol, t.venue))
-                b = subs.get(("trades", t.symbol, ""))
-                if a or b:
+                one: Topic = ("trades", t.symbol, t.venue)
+                anyv: Topic = ("trades", t.symbol, "")
+                if one in subs or anyv in subs:
                     enc = Encoded(convert.trade_pb(t).SerializeToString(), TRADE)
-                    for s in (*(a or ()), *(b or ())):
-                        s.push(enc)
+                    for topic in (one, anyv):
+                        if topic in subs:
+                            batched.setdefault(topic, []).append(enc)
             elif kind is Nbbo:
                 n: Nbbo = u  # type: ignore[assignment]
                 targets = subs.get(("nbbo", n.symbol))
@@ -288,26 +296,41 @@ class Hub:
                 if targets and change.status == BookStatus.AWAITING_RESYNC:
                     gap = convert.book_gap_pb(change, seqs.get((change.venue, change.symbol), 0))
                     if gap is not None:
-                        enc = Encoded(gap.SerializeToString(), BOOK)
-                        for s in targets:
-                            s.push(enc, (change.venue, change.symbol))
+                        batched.setdefault(("book", change.venue, change.symbol), []).append(
+                            Encoded(gap.SerializeToString(), BOOK))
             elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
                 self._pricing(u, subs)
             elif kind is AlertTrigger:
                 trig: AlertTrigger = u  # type: ignore[assignment]
-                targets = subs.get(("alerts", trig.alert.symbol))
-                if targets:
-                    enc = Encoded(convert.alert_trigger_pb(trig).SerializeToString(), ALERT)
-                    for s in targets:
-                        s.push(enc)
+                topic = ("alerts", trig.alert.symbol)
+                if topic in subs:
+                    batched.setdefault(topic, []).append(
+                        Encoded(convert.alert_trigger_pb(trig).SerializeToString(), ALERT))
             elif kind is QualityFlag:
                 f: QualityFlag = u  # type: ignore[assignment]
-                a = subs.get(("quality", f.symbol, f.venue))
-                b = subs.get(("quality", f.symbol, ""))
-                if a or b:
+                one = ("quality", f.symbol, f.venue)
+                anyv = ("quality", f.symbol, "")
+                if one in subs or anyv in subs:
                     enc = Encoded(convert.quality_flag_pb(f).SerializeToString(), QUALITY)
-                    for s in (*(a or ()), *(b or ())):
-                        s.push(enc)
+                    for topic in (one, anyv):
+                        if topic in subs:
+                            batched.setdefault(topic, []).append(enc)
+        for topic, encs in batched.items():
+            targets = subs.get(topic)
+            if not targets:
+                continue
+            book_key = (topic[1], topic[2]) if topic[0] == "book" else None
+            stream_frames: list[bytes] | None = None
+            update_frames: list[bytes] | None = None
+            for sub in targets:
+                if sub.multiplexed:
+                    if update_frames is None:
+                        update_frames = [e.update() for e in encs]
+                    sub.push_many(update_frames, book_key)
+                else:
+                    if stream_frames is None:
+                        stream_frames = [e.stream() for e in encs]
+                    sub.push_many(stream_frames, book_key)
 
     def _pricing(self, u: object, subs: dict[Topic, set[Subscriber]]) -> None:
         if isinstance(u, IndexPrice):
