@@ -79,12 +79,20 @@ class L2Book:
         self.ask_keys = sorted(-p for p in self.asks)
         self.refresh_top()
 
-    def apply(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> None:
-        """Apply changed levels; size 0 deletes (deleting an absent level is a no-op)."""
+    def apply(self, bids: tuple[Level, ...], asks: tuple[Level, ...]) -> bool:
+        """Apply changed levels; size 0 deletes (deleting an absent level is a no-op).
+
+        Returns True when a change was at or better than the old best, so the top may have moved; the
+        cached top is then refreshed (and only then: most changes are deeper in the book).
+        """
+        touched = False
         if bids:
             book = self.bids
             keys = self.bid_keys
+            best = self.bid_price  # 0 when the side is empty: any price touches it
             for price, size in bids:
+                if price >= best:
+                    touched = True
                 if size:
                     if price not in book:
                         insort(keys, price)
@@ -94,14 +102,19 @@ class L2Book:
         if asks:
             book = self.asks
             keys = self.ask_keys
+            best = self.ask_price
             for price, size in asks:
+                if price <= best or not best:
+                    touched = True
                 if size:
                     if price not in book:
                         insort(keys, -price)
                     book[price] = size
                 elif book.pop(price, None) is not None:
                     del keys[bisect_left(keys, -price)]
-        self.refresh_top()
+        if touched:
+            self.refresh_top()
+        return touched
 
     def refresh_top(self) -> None:
         """Recompute the cached top of book after the levels changed."""

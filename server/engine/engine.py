@@ -7,7 +7,6 @@ Reads (books, NBBO, consolidated book, heatmap, trades, candles, tickers, pricin
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -272,39 +271,9 @@ class Engine:
         book.version += 1
         book.last_ts_event = ts_event
         book.last_ts_recv = ts_recv
-        # Apply inline (the hot path); note whether a change was at or better than the old best.
-        touched = False
-        changes = bids
-        if changes:
-            levels = book.bids
-            keys = book.bid_keys
-            best = keys[-1] if keys else -1
-            for price, size in changes:
-                if price >= best:
-                    touched = True
-                if size:
-                    if price not in levels:
-                        insort(keys, price)
-                    levels[price] = size
-                elif levels.pop(price, None) is not None:
-                    del keys[bisect_left(keys, price)]
-        changes = asks
-        if changes:
-            levels = book.asks
-            keys = book.ask_keys
-            best = -keys[-1] if keys else -1
-            for price, size in changes:
-                if price <= best or best < 0:
-                    touched = True
-                if size:
-                    if price not in levels:
-                        insort(keys, -price)
-                    levels[price] = size
-                elif levels.pop(price, None) is not None:
-                    del keys[bisect_left(keys, -price)]
+        touched = book.apply(bids, asks)  # True when the top may have moved (the book refreshed it)
         out.append(ev)
         if touched:
-            book.refresh_top()
             if self._quote_spikes_on:
                 self._check_quote(book, ev, out)
             crossed = book.is_crossed()
