@@ -16,8 +16,7 @@ from server.service.fanout import Hub
 
 INGEST_LAG_MS = Gauge("md_ingest_lag_ms", "Receive-to-engine lag of the last applied batch, ms", ["topic"])
 SEQ_GAPS = Gauge("md_seq_gap_total", "Sequence gaps detected per symbol (resyncs requested)", ["symbol"])
-WS_CLIENTS = Gauge("md_ws_clients", "Connected WebSocket gateway clients")
-SNAPSHOT_LATENCY_MS = Gauge("md_snapshot_latency_ms", "Latency of the last snapshot served, ms")
+WS_CLIENTS = Gauge("md_ws_clients", "Connected WebSocket gateway clients (0 until the gateway exists)")
 CANDLES_CLOSED = Counter("md_ohlcv_candles_closed_total", "Candles closed (all intervals)")
 INDEX_STALENESS_MS = Gauge("md_index_price_source_staleness_ms", "Age of each index source price, ms",
                            ["index", "venue", "symbol"])

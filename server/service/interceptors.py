@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("mds.access")
 
 RPC_TOTAL = Counter("md_rpc_total", "RPCs finished, by method and status code", ["method", "code"])
 RPC_LATENCY = Histogram("md_rpc_latency_ms", "Unary RPC latency in milliseconds", ["method"],
                         buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000))
+SNAPSHOT_LATENCY_MS = Gauge("md_snapshot_latency_ms", "Latency of the last snapshot RPC (Get*/List*) served, ms")
 REQUEST_ID_KEY = "x-request-id"
 
 
@@ -79,6 +80,8 @@ def _finish(method: str, rid: str, started: float, context: Any, error: BaseExce
 
 def _wrap(handler: Handler, method: str) -> Handler:
     latency = RPC_LATENCY.labels(method)
+    name = method.rsplit("/", 1)[-1]
+    is_snapshot = name.startswith(("Get", "List"))
     if handler.unary_unary is not None:
         inner_uu = handler.unary_unary
 
@@ -92,7 +95,10 @@ def _wrap(handler: Handler, method: str) -> Handler:
                 error = exc
                 raise
             finally:
-                latency.observe((time.perf_counter() - started) * 1000)
+                ms = (time.perf_counter() - started) * 1000
+                latency.observe(ms)
+                if is_snapshot:
+                    SNAPSHOT_LATENCY_MS.set(ms)
                 _finish(method, rid, started, context, error)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -155,6 +155,14 @@ def test_prometheus_metrics(service: Service) -> None:
     port = int(banner.split("metrics on ")[1].split(",")[0])
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
+    service.md.GetNbbo(pb.GetNbboRequest(symbol="BTC/USD"))
+    time.sleep(1.1)  # gauges are refreshed once a second
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line.startswith("md_") and " " in line}
+    assert samples["md_snapshot_latency_ms"] > 0
+    assert samples["md_events_applied_total"] > 0
     for name in ("md_ingest_lag_ms", "md_seq_gap_total", "md_ws_clients", "md_snapshot_latency_ms",
                  "md_ohlcv_candles_closed_total", "md_index_price_source_staleness_ms", "md_stream_subscribers",
                  "md_stream_queued_updates", "md_rpc_total", "md_events_applied_total"):
