@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
@@ -37,13 +38,14 @@ pb = market_data_service_pb2
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamLimits:
     """Per-stream limits (documented in the README's configuration section)."""
 
-    max_symbols = 1000
-    max_pending = 20_000
-    max_items_per_message = 1000
-    book_snapshot_every_s = 30.0
+    max_symbols: int = 1000
+    max_pending: int = 20_000
+    max_items_per_message: int = 1000
+    book_snapshot_every_s: float = 30.0
 
 
 async def _abort(context: Ctx, code: grpc.StatusCode, message: str) -> None:
@@ -54,14 +56,15 @@ class Streams:
     """Stream handlers over one hub; ``run_polling`` publishes tickers and in-progress candles."""
 
     def __init__(self, engine: Engine, hub: Hub, *, max_depth: int = 1000, poll_interval_s: float = 1.0,
-                 store: replay.ReplaySource | None = None, max_replay_range_ns: int = 31 * 24 * 3600 * 10**9) -> None:
+                 store: replay.ReplaySource | None = None, max_replay_range_ns: int = 31 * 24 * 3600 * 10**9,
+                 limits: StreamLimits | None = None) -> None:
         self.engine = engine
         self.hub = hub
         self.store = store
         self.max_replay_range_ns = max_replay_range_ns
         self.max_depth = max_depth
         self.poll_interval_s = poll_interval_s
-        self.limits = StreamLimits()
+        self.limits = limits or StreamLimits()
 
     async def run_polling(self) -> None:
         while True:
