@@ -18,6 +18,8 @@ from marketdata.v1 import alert_service_pb2, market_data_service_pb2
 from server.engine.alerts import AlertSource
 from server.engine.candles import Candle
 from server.engine.engine import Engine
+from server.engine.events import AssetClass
+from server.engine.instruments import Instrument
 from server.service import convert
 
 pb = market_data_service_pb2
@@ -91,7 +93,12 @@ class MarketData:
     async def ListInstruments(self, request: pb.ListInstrumentsRequest,
                               context: Ctx) -> pb.ListInstrumentsResponse:
         resp = pb.ListInstrumentsResponse()
-        for inst in self.engine.instruments.all():
+        registry = self.engine.instruments
+        # Symbols seen in the data but without reference data (e.g. a file replay) are listed too.
+        seen = [Instrument(symbol=s, asset_class=AssetClass.UNSPECIFIED,
+                           venue_symbols=tuple((v, s) for v in self.engine.venues(s)))
+                for s in self.engine.symbols() if s not in registry]
+        for inst in [*registry.all(), *seen]:
             if request.asset_class and convert.asset_class_pb(inst.asset_class) != request.asset_class:
                 continue
             if request.venue and request.venue not in dict(inst.venue_symbols) \

@@ -38,6 +38,8 @@ def test_replayed_trades_give_binance_klines(tmp_path: Path) -> None:
         else:
             raise AssertionError("the replay did not finish")
         time.sleep(1.0)  # the storage writer flushes every 250 ms
+        listed = svc.md.ListInstruments(pb.ListInstrumentsRequest()).instruments
+        assert "XRP/ETH" in {i.symbol for i in listed}  # a replayed symbol is listed without reference data
         request = pb.GetCandlesRequest(symbol="XRP/ETH", venue="binance", interval=candle_pb2.CANDLE_INTERVAL_M1,
                                        start_ns=1, end_ns=2**62, limit=10_000)
         served = {c.open_time_ns: c for c in svc.md.GetCandles(request).candles}
