@@ -1,7 +1,7 @@
 """mds server: the state engine, the gRPC service and the CLI.
 
-On import, checks that no mypyc-compiled engine module (scripts/build_native.py) is older than its
-source: a stale build would silently run old code.
+On import, checks that no mypyc-compiled module (the engine, the simulator's model; scripts/build_native.py) is
+older than its source: a stale build would silently run old code.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 
 def _check_native_build() -> None:
-    engine = Path(__file__).resolve().parent / "engine"
-    for so in engine.glob("*.so"):
-        source = engine / (so.name.split(".", 1)[0] + ".py")
+    root = Path(__file__).resolve().parent
+    for so in [*root.glob("engine/*.so"), *root.parent.glob("feeds/simulator/*.so")]:
+        source = so.parent / (so.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > so.stat().st_mtime:
             raise ImportError(
                 f"{so.name} is older than {source.name}: rebuild the engine with "
