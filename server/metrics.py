@@ -54,11 +54,11 @@ class MetricsUpdater:
         INGEST_QUEUE.set(self.runtime.queue_depth)
         DUPLICATES.set(engine.counters.duplicate_trades)
         if self.hub is not None:
-            subs = {s for group in self.hub.subscribers.values() for s in group}
-            STREAM_SUBSCRIBERS.set(len(subs))
-            STREAM_QUEUED.set(sum(len(s.pending) + len(s.conflated) for s in subs))
-            STREAM_CONFLATED.set(self.hub.conflated_total + sum(s.conflations for s in subs))
-            STREAM_DROPPED.set(self.hub.dropped_total + sum(s.dropped for s in subs))
+            subscribers, queued, conflated, dropped = self.hub.stats()
+            STREAM_SUBSCRIBERS.set(subscribers)
+            STREAM_QUEUED.set(queued)
+            STREAM_CONFLATED.set(conflated)
+            STREAM_DROPPED.set(dropped)
         per_symbol: dict[str, int] = {}
         for (_, symbol), n in engine.counters.sequence_gaps.items():
             per_symbol[symbol] = per_symbol.get(symbol, 0) + n

@@ -2,22 +2,28 @@
 
 The hub listens to the runtime (on the event loop). For each update it finds the topics it belongs to; an
 update nobody subscribed to is never encoded. Encoded items are framed once as field 2 of a batch
-message (every stream response is ``{uint64 sequence = 1; repeated <item> = 2}``), so a subscriber's
-response is a join of shared byte strings behind its own sequence number.
+message (every stream response is ``{uint64 sequence = 1; repeated <item> = 2}``), so a response is a
+join of shared byte strings behind the subscriber's own sequence number.
 
-Every subscriber has a bounded queue:
-- conflating topics (NBBO, tickers, index/mark/funding, in-progress candles) keep only the latest item per
-  key, so a slow reader gets fewer, newer updates and memory stays flat;
-- order books: a subscriber that falls behind has its queued deltas dropped and gets a fresh snapshot
-  (with the book's sequence) instead, so it never sees a gap it cannot repair;
-- trades, alert triggers and quality flags cannot be conflated: a subscriber whose queue fills is ended
-  with RESOURCE_EXHAUSTED and a message saying why.
+Subscribers with the same topics and framing form a group. Per engine batch a group appends ONE entry to
+its append-only log (the joined frames of its topics), and each member reads the log from its own cursor:
+the cost of an update is per group, not per subscriber, and a response is one join of shared entries.
+Entries every member has read are trimmed. Conflating topics (NBBO, tickers, index/mark/funding,
+in-progress candles) keep only the latest item per key in the group, stamped with a version; a member
+takes the keys that changed since it last read, so a slow reader gets fewer, newer updates.
+
+Every subscriber is bounded (``max_pending`` items behind its group's head):
+- order books: a subscriber that falls behind drops its queued book items and gets a fresh snapshot of
+  each book (with the book's sequence) instead, so it never sees a gap it cannot repair; the items it
+  cannot lose (trades, alerts, quality flags) move to its own bounded ``carry`` list;
+- when those items alone exceed the bound, the subscriber is ended with RESOURCE_EXHAUSTED and a message
+  saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Container, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from marketdata.v1 import book_pb2
@@ -74,9 +80,98 @@ class HubClosedError(Exception):
     """The server is stopping: the subscriber got everything queued and its stream should end."""
 
 
+Part = tuple[bytes, int, "tuple[str, str] | None"]
+"""Framed items of one topic from one engine batch: (joined frames, item count, book key or None)."""
+
+
+class _Entry:
+    """One engine batch as one group sees it: the joined frames of all its topics, shared by every member."""
+
+    __slots__ = ("blob", "count", "nonbook", "parts", "start", "start_nonbook")
+
+    def __init__(self, parts: list[Part], start: int, start_nonbook: int) -> None:
+        self.parts = parts
+        self.blob = b"".join(p[0] for p in parts) if len(parts) > 1 else parts[0][0]
+        self.count = sum(p[1] for p in parts)
+        self.nonbook = sum(p[1] for p in parts if p[2] is None)
+        self.start = start  # items in the group's log before this entry
+        self.start_nonbook = start_nonbook
+
+
+class _Group:
+    """Subscribers with the same topics and framing share one append-only log and one latest-value map.
+
+    Each member reads the log from its own cursor, so an update costs one append per group, not one per
+    subscriber. Conflating topics keep the latest value per key, stamped with a version; a member takes
+    the keys changed since the version it last read.
+    """
+
+    def __init__(self, topics: frozenset[Topic], multiplexed: bool) -> None:
+        self.topics = topics
+        self.multiplexed = multiplexed
+        self.members: set[Subscriber] = set()
+        self.log: list[_Entry] = []
+        self.base = 0  # absolute index of log[0]
+        self.total = 0  # items ever appended
+        self.total_nonbook = 0
+        self.latest: dict[Hashable, tuple[int, bytes]] = {}
+        self.version = 0
+        self.conflations = 0
+
+    @property
+    def head(self) -> int:
+        return self.base + len(self.log)
+
+    def position(self, cursor: int) -> tuple[int, int]:
+        """(items, non-book items) appended before absolute entry ``cursor``."""
+        i = cursor - self.base
+        if i < len(self.log):
+            e = self.log[i]
+            return e.start, e.start_nonbook
+        return self.total, self.total_nonbook
+
+    def append(self, parts: list[Part]) -> None:
+        entry = _Entry(parts, self.total, self.total_nonbook)
+        self.log.append(entry)
+        self.total += entry.count
+        self.total_nonbook += entry.nonbook
+
+    def push_latest(self, key: Hashable, enc: Encoded) -> None:
+        if key in self.latest:
+            self.conflations += len(self.members)
+            del self.latest[key]  # re-insert: the dict stays in version order
+        self.version += 1
+        self.latest[key] = (self.version, enc.update() if self.multiplexed else enc.stream())
+        for sub in self.members:
+            sub.wake.set()
+
+    def trim(self) -> None:
+        """Forget log entries every member has read, and latest values every member has taken."""
+        if not self.members:
+            self.log.clear()
+            self.base = self.head
+            self.latest.clear()
+            return
+        low = min(s.cursor for s in self.members)
+        if low > self.base:
+            del self.log[:low - self.base]
+            self.base = low
+        if self.latest:
+            seen = min(s.seen for s in self.members)
+            while self.latest:
+                key = next(iter(self.latest))
+                if self.latest[key][0] > seen:
+                    break
+                del self.latest[key]
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One stream's queue. ``book_resync`` is called to build a fresh snapshot item for a book key."""
+    """One stream's reader. ``book_resync`` is called to build a fresh snapshot item for a book key.
+
+    What it has not read yet is its ``carry`` (items it took over when it changed topics or fell behind)
+    followed by its group's log from ``cursor``, plus the group's latest values newer than ``seen``.
+    """
 
     max_pending: int = 10_000
     max_items_per_message: int = 1_000
@@ -86,65 +181,86 @@ class Subscriber:
     control: list[bytes] = field(default_factory=list)
     """Whole SubscribeResponses (statuses, pongs) sent before the next batch."""
     topics: set[Topic] = field(default_factory=set)
-    pending: list[bytes] = field(default_factory=list)
-    pending_kinds: list[bool] = field(default_factory=list)
-    """Parallel to ``pending``: True for a book update."""
-    pending_books: int = 0
-    """How many of ``pending`` are book updates (a lagging reader loses those to a resync, nothing else)."""
-    conflated: dict[Hashable, bytes] = field(default_factory=dict)
+    group: _Group | None = None
+    cursor: int = 0
+    seen: int = 0
+    carry: list[Part] = field(default_factory=list)
+    carry_count: int = 0
     resync: dict[Hashable, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: str = ""
     closed: bool = False
     sequence: int = 0
     dropped: int = 0
-    conflations: int = 0
 
     def frame(self, enc: Encoded) -> bytes:
         return enc.update() if self.multiplexed else enc.stream()
 
-    def push(self, enc: Encoded, book_key: Hashable | None = None) -> None:
-        self.push_many([self.frame(enc)], book_key)
+    @property
+    def queued(self) -> int:
+        """Items waiting for this reader (not counting latest values)."""
+        group = self.group
+        if group is None:
+            return self.carry_count
+        return self.carry_count + group.total - group.position(self.cursor)[0]
 
-    def push_many(self, frames: list[bytes], book_key: Hashable | None = None) -> None:
-        """Queue framed items of one topic (``book_key`` set for a book topic), in order."""
-        if self.overflowed:
+    def _take_unread(self) -> None:
+        """Move the group's entries it has not read into ``carry``; the cursor goes to the head."""
+        group = self.group
+        if group is None:
             return
-        if book_key is not None and book_key in self.resync:
-            self.dropped += len(frames)  # a snapshot replaces them
-            return
-        if len(self.pending) + len(frames) > self.max_pending:
-            if self.book_resync is None or not (book_key is not None or self.pending_books):
-                self.overflowed = (f"subscriber fell {len(self.pending)} updates behind and these updates cannot be "
-                                   "conflated; reconnect and read faster, or subscribe to fewer symbols")
-                self.wake.set()
-                return
-            # Drop the queued book updates only; each book it holds resyncs from a fresh snapshot.
-            keep = [item for item, is_book in zip(self.pending, self.pending_kinds, strict=True) if not is_book]
-            self.dropped += len(self.pending) - len(keep)
-            self.pending[:] = keep
-            self.pending_kinds[:] = [False] * len(keep)
-            self.pending_books = 0
-            for key in self.topics:
-                if key[0] == "book":
-                    self.resync[(key[1], key[2])] = None
+        for entry in group.log[self.cursor - group.base:]:
+            self.carry.extend(entry.parts)
+            self.carry_count += entry.count
+        self.cursor = group.head
+
+    def _drop_books(self, keys: Container[Hashable] | None) -> None:
+        """Drop queued book items (of ``keys``, or all): snapshots will replace them."""
+        keep: list[Part] = []
+        for part in self.carry:
+            if part[2] is not None and (keys is None or part[2] in keys):
+                self.dropped += part[1]
+                self.carry_count -= part[1]
+            else:
+                keep.append(part)
+        self.carry = keep
+
+    def check_lag(self) -> bool:
+        """Called after its group grew: resync books or overflow when it is too far behind. False = left."""
+        group = self.group
+        assert group is not None
+        items, nonbook = group.position(self.cursor)
+        lag = self.carry_count + group.total - items
+        if lag <= self.max_pending:
+            return True
+        carried_nonbook = sum(p[1] for p in self.carry if p[2] is None)
+        if self.book_resync is None or carried_nonbook + group.total_nonbook - nonbook > self.max_pending:
+            self.overflowed = (f"subscriber fell {lag} updates behind and these updates cannot be "
+                               "conflated; reconnect and read faster, or subscribe to fewer symbols")
             self.wake.set()
-            if book_key is not None:
-                self.dropped += len(frames)
-                return
-        self.pending.extend(frames)
-        is_book = book_key is not None
-        self.pending_kinds.extend([is_book] * len(frames))
-        if is_book:
-            self.pending_books += len(frames)
+            return False
+        # Keep what cannot be conflated; each book it holds resyncs from a fresh snapshot.
+        self._take_unread()
+        self._drop_books(None)
+        for topic in self.topics:
+            if topic[0] == "book":
+                self.resync[(topic[1], topic[2])] = None
         self.wake.set()
+        return True
 
-    def push_latest(self, key: Hashable, enc: Encoded) -> None:
-        if key in self.conflated:
-            self.conflations += 1
-            del self.conflated[key]  # re-insert: the dict stays in update order
-        self.conflated[key] = enc.update() if self.multiplexed else enc.stream()
-        self.wake.set()
+    def _resync_items(self) -> list[bytes]:
+        """Snapshots for the books that need one; queued items of those books are dropped (the snapshot
+        is built now, so it already holds them)."""
+        assert self.book_resync is not None
+        self._take_unread()
+        self._drop_books(self.resync)
+        items = []
+        for key in self.resync:
+            snap = self.book_resync(key)
+            if snap is not None:
+                items.append(self.frame(snap))
+        self.resync.clear()
+        return items
 
     async def next_message(self) -> bytes:
         """The next response (sequence + framed items); waits for updates. Raises on overflow."""
@@ -154,23 +270,43 @@ class Subscriber:
             if self.control:
                 return self.control.pop(0)
             items: list[bytes] = []
+            count = 0
             if self.resync and self.book_resync is not None:
-                for key in list(self.resync):
-                    snap = self.book_resync(key)
-                    if snap is not None:
-                        items.append(self.frame(snap))
-                self.resync.clear()
+                items = self._resync_items()
+                count = len(items)
             limit = self.max_items_per_message
-            if self.pending:
-                take = self.pending[:limit]
-                self.pending_books -= sum(self.pending_kinds[:limit])
-                del self.pending[:limit]
-                del self.pending_kinds[:limit]
-                items.extend(take)
-            if self.conflated and len(items) < limit:
-                while self.conflated and len(items) < limit:
-                    key = next(iter(self.conflated))
-                    items.append(self.conflated.pop(key))
+            if self.carry:
+                taken = 0
+                for part in self.carry:
+                    if count >= limit:
+                        break
+                    items.append(part[0])
+                    count += part[1]
+                    self.carry_count -= part[1]
+                    taken += 1
+                del self.carry[:taken]
+            group = self.group
+            if group is not None:
+                if not self.carry:
+                    log = group.log
+                    i = self.cursor - group.base
+                    n = len(log)
+                    while i < n and count < limit:
+                        entry = log[i]
+                        items.append(entry.blob)
+                        count += entry.count
+                        i += 1
+                    self.cursor = group.base + i
+                if group.version > self.seen and count < limit:
+                    fresh: list[bytes] = []
+                    seen = self.seen
+                    for version, data in reversed(group.latest.values()):
+                        if version <= seen:
+                            break
+                        fresh.append(data)
+                    fresh.reverse()
+                    items.extend(fresh)
+                    self.seen = group.version
             if items:
                 self.sequence += 1
                 batch = convert.batch_from_items(self.sequence, items)
@@ -182,54 +318,85 @@ class Subscriber:
 
 
 class Hub:
-    """Topic -> subscribers; an update is encoded once, when at least one subscriber wants it."""
+    """Topic -> groups of subscribers; an update is encoded once, when at least one subscriber wants it."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.subscribers: dict[Topic, set[Subscriber]] = {}
+        self.subscribers: dict[Topic, set[_Group]] = {}
+        """Per topic, the groups that subscribe to it."""
+        self.groups: dict[tuple[frozenset[Topic], bool], _Group] = {}
         self.conflated_total = 0
         self.dropped_total = 0
-        """Counts of subscribers that have ended (live ones keep their own)."""
+        """Counts of subscribers and groups that have ended (live ones keep their own)."""
         self.book_sequence: dict[tuple[str, str], int] = {}
         """Per (venue, symbol): the engine book version of the last book update seen (snapshot + deltas)."""
 
     # -- subscriptions --------------------------------------------------------------------------
 
+    def _regroup(self, sub: Subscriber, topics: set[Topic]) -> None:
+        old = sub.group
+        if old is not None:
+            sub._take_unread()
+            old.members.discard(sub)
+            if not old.members:
+                self._drop_group(old)
+            else:
+                old.trim()
+            sub.group = None
+        sub.topics = topics
+        if not topics:
+            return
+        key = (frozenset(topics), sub.multiplexed)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(key[0], sub.multiplexed)
+            for topic in key[0]:
+                self.subscribers.setdefault(topic, set()).add(group)
+        group.members.add(sub)
+        sub.group = group
+        sub.cursor = group.head
+        sub.seen = group.version
+
+    def _drop_group(self, group: _Group) -> None:
+        self.conflated_total += group.conflations
+        del self.groups[(group.topics, group.multiplexed)]
+        for topic in group.topics:
+            groups = self.subscribers.get(topic)
+            if groups is not None:
+                groups.discard(group)
+                if not groups:
+                    del self.subscribers[topic]
+
     def subscribe(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
-        for topic in topics:
-            sub.topics.add(topic)
-            self.subscribers.setdefault(topic, set()).add(sub)
+        self._regroup(sub, sub.topics | set(topics))
 
     def unsubscribe_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
-        for topic in topics:
-            sub.topics.discard(topic)
-            subs = self.subscribers.get(topic)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self.subscribers[topic]
+        self._regroup(sub, sub.topics - set(topics))
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        self.conflated_total += sub.conflations
         self.dropped_total += sub.dropped
-        for topic in sub.topics:
-            subs = self.subscribers.get(topic)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self.subscribers[topic]
-        sub.topics.clear()
+        self._regroup(sub, set())
+        sub.carry.clear()
+        sub.carry_count = 0
 
     def close(self) -> None:
         """Graceful stop: every subscriber drains what is queued, then its stream ends (UNAVAILABLE)."""
-        for subs in self.subscribers.values():
-            for sub in subs:
+        for group in self.groups.values():
+            for sub in group.members:
                 sub.closed = True
                 sub.wake.set()
 
     @property
     def subscriber_count(self) -> int:
-        return len({s for subs in self.subscribers.values() for s in subs})
+        return sum(len(g.members) for g in self.groups.values())
+
+    def stats(self) -> tuple[int, int, int, int]:
+        """(subscribers, queued items, conflated updates, dropped book updates), for metrics."""
+        subs = [s for g in self.groups.values() for s in g.members]
+        queued = sum(s.queued for s in subs) + sum(len(g.latest) for g in self.groups.values())
+        conflated = self.conflated_total + sum(g.conflations for g in self.groups.values())
+        dropped = self.dropped_total + sum(s.dropped for s in subs)
+        return len(subs), queued, conflated, dropped
 
     def book_snapshot_item(self, venue: str, symbol: str, depth: int) -> Encoded | None:
         """A BookUpdate snapshot of the live book at its current sequence."""
@@ -277,15 +444,15 @@ class Hub:
                 targets = subs.get(("nbbo", n.symbol))
                 if targets:
                     enc = Encoded(convert.nbbo_pb(n).SerializeToString(), NBBO)
-                    for s in targets:
-                        s.push_latest(("nbbo", n.symbol), enc)
+                    for g in targets:
+                        g.push_latest(("nbbo", n.symbol), enc)
             elif kind is Candle:
                 c: Candle = u  # type: ignore[assignment]
                 targets = subs.get(("candles", c.venue, c.symbol, str(int(c.interval))))
                 if targets:
                     enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
-                    for s in targets:
-                        s.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc)
+                    for g in targets:
+                        g.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc)
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
                 targets = subs.get(("book", change.venue, change.symbol))
@@ -315,24 +482,35 @@ class Hub:
                     for topic in (one, anyv):
                         if topic in subs:
                             batched.setdefault(topic, []).append(enc)
+        if not batched:
+            return
+        # One part per (topic, framing), one log entry per group: the cost is per group, not per subscriber.
+        per_group: dict[_Group, list[Part]] = {}
+        stream_parts: dict[Topic, Part] = {}
+        update_parts: dict[Topic, Part] = {}
         for topic, encs in batched.items():
-            targets = subs.get(topic)
-            if not targets:
+            groups = subs.get(topic)
+            if not groups:
                 continue
             book_key = (topic[1], topic[2]) if topic[0] == "book" else None
-            stream_frames: list[bytes] | None = None
-            update_frames: list[bytes] | None = None
-            for sub in targets:
-                if sub.multiplexed:
-                    if update_frames is None:
-                        update_frames = [e.update() for e in encs]
-                    sub.push_many(update_frames, book_key)
-                else:
-                    if stream_frames is None:
-                        stream_frames = [e.stream() for e in encs]
-                    sub.push_many(stream_frames, book_key)
+            for group in groups:
+                cache = update_parts if group.multiplexed else stream_parts
+                part = cache.get(topic)
+                if part is None:
+                    frames = [e.update() for e in encs] if group.multiplexed else [e.stream() for e in encs]
+                    part = cache[topic] = (b"".join(frames), len(frames), book_key)
+                per_group.setdefault(group, []).append(part)
+        for group, parts in per_group.items():
+            group.append(parts)
+            left = [sub for sub in group.members if not sub.check_lag()]
+            for sub in group.members:
+                sub.wake.set()
+            for sub in left:
+                group.members.discard(sub)  # overflowed: its stream ends, it reads no more
+            if len(group.log) >= 32 or left:
+                group.trim()
 
-    def _pricing(self, u: object, subs: dict[Topic, set[Subscriber]]) -> None:
+    def _pricing(self, u: object, subs: dict[Topic, set[_Group]]) -> None:
         if isinstance(u, IndexPrice):
             topic: Topic = ("index", u.symbol)
             targets = subs.get(topic)
@@ -348,8 +526,8 @@ class Hub:
         else:
             return
         if targets and enc is not None:
-            for s in targets:
-                s.push_latest(topic, enc)
+            for g in targets:
+                g.push_latest(topic, enc)
 
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 
@@ -363,18 +541,18 @@ class Hub:
                 ticker = engine.ticker(topic[1], topic[2])
                 if ticker is not None:
                     enc = Encoded(convert.ticker_pb(ticker).SerializeToString(), TICKER)
-                    for s in targets:
-                        s.push_latest(topic, enc)
+                    for g in targets:
+                        g.push_latest(topic, enc)
             elif topic[0] == "consolidated":
                 book = engine.consolidated_book(topic[1], int(topic[2]))
                 enc = Encoded(convert.consolidated_book_pb(book).SerializeToString(), CONSOLIDATED)
-                for s in targets:
-                    s.push_latest(topic, enc)
+                for g in targets:
+                    g.push_latest(topic, enc)
             elif topic[0] == "candles":
                 venue, symbol, interval = topic[1], topic[2], int(topic[3])
                 current = engine.candles(venue, symbol, Interval(interval), limit=1)
                 if current and not current[-1].closed:
                     c = current[-1]
                     enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
-                    for s in targets:
-                        s.push_latest(("candle", venue, symbol, interval, c.open_time), enc)
+                    for g in targets:
+                        g.push_latest(("candle", venue, symbol, interval, c.open_time), enc)

@@ -33,7 +33,8 @@ def test_trades_are_encoded_once_and_shared() -> None:
     hub.subscribe(a, [("trades", "S", "")])
     hub.subscribe(b, [("trades", "S", "v")])
     _apply(engine, hub, Trade("v", "S", "1", 100, 1, Side.BUY, 2, 2))
-    assert a.pending == b.pending and a.pending[0] is b.pending[0]  # the same bytes object
+    assert a.group is not None and b.group is not None and a.group is not b.group
+    assert a.group.log[-1].parts[0][0] is b.group.log[-1].parts[0][0]  # the same bytes object
     message = pb.StreamTradesResponse.FromString(asyncio.run(a.next_message()))
     assert message.sequence == 1 and message.trades[0].trade_id == "1"
 
@@ -43,7 +44,7 @@ def test_nobody_subscribed_means_nothing_encoded() -> None:
     sub = Subscriber()
     hub.subscribe(sub, [("trades", "OTHER", "")])
     _apply(engine, hub, Trade("v", "S", "1", 100, 1, Side.BUY, 2, 2))
-    assert sub.pending == []
+    assert sub.queued == 0
 
 
 def test_trades_overflow_ends_the_stream() -> None:
@@ -52,7 +53,8 @@ def test_trades_overflow_ends_the_stream() -> None:
     hub.subscribe(sub, [("trades", "S", "")])
     for i in range(5):
         _apply(engine, hub, Trade("v", "S", str(i), 100, 1, Side.BUY, 2, 2))
-    assert len(sub.pending) == 3 and sub.overflowed
+    assert sub.overflowed
+    assert sub.group is not None and sub not in sub.group.members  # it left: nothing is kept for it
     with pytest.raises(SubscriberOverflowError, match="behind"):
         asyncio.run(sub.next_message())
 
@@ -63,7 +65,7 @@ def test_nbbo_conflates_to_the_latest() -> None:
     hub.subscribe(sub, [("nbbo", "S")])
     for i in range(2, 12):
         _apply(engine, hub, BookDelta("v", "S", i, i, ((100, i),), (), i, i))
-    assert len(sub.conflated) == 1 and sub.conflations == 9
+    assert sub.group is not None and len(sub.group.latest) == 1 and sub.group.conflations == 9
     message = pb.StreamNbboResponse.FromString(asyncio.run(sub.next_message()))
     assert [n.bid_size for n in message.nbbos] == [11]
 
@@ -132,3 +134,67 @@ def test_a_gap_marker_takes_its_own_sequence_number() -> None:
     kinds = [u.WhichOneof("update") for u in message.updates]
     assert kinds == ["delta", "gap", "snapshot"]
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+
+
+def _trade_ids(data: bytes) -> list[str]:
+    return [t.trade_id for t in pb.StreamTradesResponse.FromString(data).trades]
+
+
+def test_a_group_shares_one_log_entry_per_batch_and_trims_what_all_read() -> None:
+    engine, hub, _ = _engine_with_book()
+    subs = [Subscriber() for _ in range(50)]
+    for sub in subs:
+        hub.subscribe(sub, [("trades", "S", "")])
+    assert len(hub.groups) == 1
+    (group,) = hub.groups.values()
+    for i in range(40):
+        _apply(engine, hub, Trade("v", "S", str(i), 100, 1, Side.BUY, 2, 2))
+    assert group.total == 40 and len(group.log) <= 40
+    for sub in subs:
+        assert _trade_ids(asyncio.run(sub.next_message())) == [str(i) for i in range(40)]
+    _apply(engine, hub, Trade("v", "S", "last", 100, 1, Side.BUY, 2, 2))
+    group.trim()
+    assert len(group.log) == 1 and all(sub.queued == 1 for sub in subs)
+
+
+def test_a_slow_member_does_not_hold_the_group_or_lose_trades() -> None:
+    engine, hub, _ = _engine_with_book()
+
+    def member() -> Subscriber:
+        return Subscriber(max_pending=50, multiplexed=True,
+                          book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+
+    fast, slow = member(), member()
+    topics = [("book", "v", "S"), ("trades", "S", "")]
+    hub.subscribe(fast, topics)
+    hub.subscribe(slow, topics)
+    group = fast.group
+    assert group is not None and group is slow.group
+    for i in range(2, 202):
+        events: list[object] = [BookDelta("v", "S", i, i, ((98, i),), (), i, i)]
+        if i % 20 == 0:
+            events.append(Trade("v", "S", f"t{i}", 100, 1, Side.BUY, i, i))
+        _apply(engine, hub, *events)
+        asyncio.run(fast.next_message())
+        assert len(group.log) <= 50 + 32, "bounded: the slow reader is moved out of the log when it lags"
+    # The slow reader fell behind: its book deltas gave way to a snapshot, its trades were kept.
+    assert slow.dropped > 0 and not slow.overflowed
+    first = pb.SubscribeResponse.FromString(asyncio.run(slow.next_message())).batch.updates
+    assert first[0].WhichOneof("update") == "book" and first[0].book.WhichOneof("update") == "snapshot"
+    trades = [u.trade.trade_id for u in first if u.WhichOneof("update") == "trade"]
+    while slow.queued:
+        updates = pb.SubscribeResponse.FromString(asyncio.run(slow.next_message())).batch.updates
+        trades += [u.trade.trade_id for u in updates if u.WhichOneof("update") == "trade"]
+    assert trades == [f"t{i}" for i in range(20, 202, 20)]
+
+
+def test_changing_topics_keeps_what_was_queued() -> None:
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber()
+    hub.subscribe(sub, [("trades", "S", "")])
+    _apply(engine, hub, Trade("v", "S", "1", 100, 1, Side.BUY, 2, 2))
+    hub.subscribe(sub, [("nbbo", "S")])  # a new group; the queued trade comes along
+    _apply(engine, hub, Trade("v", "S", "2", 100, 1, Side.BUY, 3, 3))
+    assert _trade_ids(asyncio.run(sub.next_message())) == ["1", "2"]
+    hub.unsubscribe(sub)
+    assert hub.groups == {} and hub.subscribers == {}
