@@ -86,7 +86,7 @@ async def _client(target: str, streams: int, seconds: float) -> list[int]:
 
     await asyncio.wait_for(asyncio.gather(*(one(c) for c in channels)), seconds + 30)
     for c in channels:
-        await c.close()
+        await c.close(grace=None)
     return latencies
 
 
