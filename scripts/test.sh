@@ -21,6 +21,9 @@ else
   echo "warning: grpcurl and ghz could not be installed; the grpcurl test will say it skipped" >&2
 fi
 
+echo "== Kafka test broker jars (Maven Central; cached)"
+scripts/kafka.sh fetch >/dev/null
+
 echo "== contracts: buf lint, buf breaking, generated code up to date"
 scripts/check_protos.sh
 

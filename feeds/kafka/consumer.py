@@ -1,0 +1,364 @@
+"""``KafkaFeed``: the matching engine's Kafka topics as a ``Feed`` (aiokafka consumer group, at least once).
+
+Owns the I/O of the Kafka source: the consumer group, the poll / parse / deliver / commit loop,
+rebalances, reconnects and the feed's counters. Parsing is ``feeds.kafka.parser`` (pure), duplicate
+filtering ``feeds.kafka.dedupe`` (pure).
+
+The loop, per ``getmany`` batch (records of several partitions, each partition in order):
+
+1. parse every record (one item each); dead letters go to ``dead_letters`` and are counted by reason
+   code; duplicates (a redelivery) are dropped by the ``Deduper`` and counted;
+2. ``await sink.put(events)`` (it may wait: backpressure); if it fails or is cancelled, the deduper
+   forgets the batch, so a later run of the same feed does not drop its redelivery;
+3. if the sink is a ``DurableSink``, ``await sink.barrier()``: returns once everything put so far is
+   applied by the engine and handed to durable storage;
+4. the callbacks for book hashes and instrument events of the batch run, in record order;
+5. commit, for each partition of the batch, the offset after its last record.
+
+So a commit never covers a record that is not applied and stored (at least once), and a crash
+between 2 and 5 only causes a redelivery that the ``Deduper`` drops (seed it from storage after a
+process restart). A sink without ``barrier`` is committed after ``put`` returns.
+
+Rebalances: when partitions are revoked, the listener waits (up to ``revoke_timeout_s``) for the
+batch in flight to be applied and committed, so the next owner starts after it. A commit that fails
+because the group moved on (``CommitFailedError``, a partition no longer assigned, a timeout) is
+logged and counted, never raised: its records come again (to this consumer or another) and are
+deduplicated. A fatal client error (the broker unreachable at start, ...) closes the consumer and
+starts a new one after a backoff (``reconnects``); ``run`` only ends when cancelled.
+
+Topics default to all of the contract's (``parser.ALL_TOPICS``); records are keyed by symbol, so each
+symbol's events keep their order. ``warm`` turns True once the consumer has caught up with its
+partitions (a poll returned nothing while partitions were assigned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError  # type: ignore[import-untyped]
+from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[import-untyped]
+
+from feeds.file_feed import DeadLetterLog
+from feeds.kafka.dedupe import Deduper
+from feeds.kafka.parser import ALL_TOPICS, BookHash, InstrumentStatus, parse_record, reason_code
+from feeds.protocols import DeadLetter, DeadLetterSink, EventSink
+from server.engine.events import Event
+
+log = logging.getLogger(__name__)
+
+SPEC_HELP: Final = ("expected 'kafka[:brokers=h:p+h:p,group=G,topics=t1+t2,prefix=P,client=C,reset=earliest|latest,"
+                    "max_records=N,poll_ms=N,session_ms=N]' (brokers default to $KAFKA_BROKERS)")
+_SPEC_KEYS: Final = ("brokers", "group", "topics", "prefix", "client", "reset", "max_records", "poll_ms", "session_ms")
+_LOGGED_PER_REASON: Final = 10
+
+
+class DurableSink(EventSink, Protocol):
+    """An ``EventSink`` that can say when what it was given is safe.
+
+    ``barrier`` returns once every batch ``put`` before it was applied by the engine and handed to
+    durable storage; the feed commits Kafka offsets only after it.
+    """
+
+    async def barrier(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaFeedConfig:
+    """Settings of a ``KafkaFeed``. ``bootstrap`` is 'host:port[,host:port...]'."""
+
+    bootstrap: str
+    group_id: str = "mds"
+    topics: tuple[str, ...] = ALL_TOPICS
+    client_id: str = "mds"
+    topic_prefix: str = ""
+    """Prepended to every topic name (an environment's namespace, e.g. 'staging.'); the parser sees the
+    name without it."""
+    auto_offset_reset: str = "earliest"
+    """Where a partition with no committed offset starts: 'earliest' (replay what is kept) or 'latest'."""
+    max_records: int = 5000
+    """Most records per poll (one sink batch)."""
+    poll_timeout_ms: int = 200
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    commit_timeout_s: float = 30.0
+    revoke_timeout_s: float = 30.0
+    reconnect_backoff_s: float = 0.2
+    reconnect_max_backoff_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap.strip():
+            raise ValueError("kafka: no brokers (give brokers=host:port or set KAFKA_BROKERS)")
+        if not self.group_id:
+            raise ValueError("kafka: the group id must not be empty")
+        if not self.topics or any(not t for t in self.topics):
+            raise ValueError("kafka: give at least one topic, none empty")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise ValueError(f"kafka: reset must be 'earliest' or 'latest', not {self.auto_offset_reset!r}")
+        if self.max_records < 1 or self.poll_timeout_ms < 1 or self.session_timeout_ms < 1:
+            raise ValueError("kafka: max_records, poll_ms and session_ms must be >= 1")
+
+    @classmethod
+    def from_spec(cls, text: str, env: Mapping[str, str] | None = None) -> KafkaFeedConfig:
+        """Parse ``kafka[:k=v,...]`` (see ``SPEC_HELP``); ValueError for an unknown key or a bad value.
+
+        Lists inside a value are separated by '+'. Without ``brokers``, ``KAFKA_BROKERS`` (comma-separated)
+        from ``env`` (default: the process environment) is used.
+        """
+        spec = text.strip()
+        kind, sep, rest = spec.partition(":")
+        if kind != "kafka":
+            raise ValueError(f"not a kafka spec: {text!r}: {SPEC_HELP}")
+        if sep and not rest.strip():
+            raise ValueError(f"nothing after 'kafka:' in {text!r}: {SPEC_HELP}")
+        options: dict[str, str] = {}
+        for item in rest.split(",") if rest.strip() else ():
+            key, eq, value = (part.strip() for part in item.partition("="))
+            if not eq or not key or not value:
+                raise ValueError(f"bad kafka option {item!r} in {text!r}: expected k=v")
+            if key not in _SPEC_KEYS:
+                raise ValueError(f"unknown kafka option {key!r} in {text!r}; known: {', '.join(_SPEC_KEYS)}")
+            if key in options:
+                raise ValueError(f"kafka option {key!r} given twice in {text!r}")
+            options[key] = value
+        environ = os.environ if env is None else env
+        brokers = options.get("brokers", "").replace("+", ",") or environ.get("KAFKA_BROKERS", "")
+        bootstrap = ",".join(b.strip() for b in brokers.split(",") if b.strip())
+        kwargs: dict[str, Any] = {"bootstrap": bootstrap}
+        if "group" in options:
+            kwargs["group_id"] = options["group"]
+        if "topics" in options:
+            kwargs["topics"] = tuple(t.strip() for t in options["topics"].split("+"))
+        if "prefix" in options:
+            kwargs["topic_prefix"] = options["prefix"]
+        if "client" in options:
+            kwargs["client_id"] = options["client"]
+        if "reset" in options:
+            kwargs["auto_offset_reset"] = options["reset"]
+        for key, attr in (("max_records", "max_records"), ("poll_ms", "poll_timeout_ms"),
+                          ("session_ms", "session_timeout_ms")):
+            if key in options:
+                if not options[key].isdigit():
+                    raise ValueError(f"kafka option {key} must be a whole number, not {options[key]!r}")
+                kwargs[attr] = int(options[key])
+        return cls(**kwargs)
+
+
+InstrumentCallback = Callable[[InstrumentStatus], None]
+BookHashCallback = Callable[[BookHash], None]
+
+
+class KafkaFeed:
+    """The matching engine's topics as a ``feeds.protocols.Feed``; see the module docstring.
+
+    Counters (plain attributes): ``consumed`` records, ``events`` delivered, ``batches`` delivered,
+    ``dead_letter_reasons`` (Counter by reason code; the letters themselves are in ``dead_letters``),
+    ``duplicates`` dropped, ``commits``, ``commit_failures``, ``commit_skipped`` (partitions revoked
+    before their commit), ``rebalances``, ``reconnects``. ``committed`` maps (topic, partition) to the
+    next offset committed by this feed. ``instruments`` and ``book_hashes`` keep the latest of each per
+    (venue, symbol).
+    """
+
+    def __init__(self, config: KafkaFeedConfig, *, name: str = "kafka", deduper: Deduper | None = None,
+                 dead_letters: DeadLetterSink | None = None, on_instrument: InstrumentCallback | None = None,
+                 on_book_hash: BookHashCallback | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        self.name = name
+        self.config = config
+        self.deduper = deduper if deduper is not None else Deduper()
+        self.dead_letters = DeadLetterLog(forward=dead_letters)
+        self.on_instrument = on_instrument
+        self.on_book_hash = on_book_hash
+        self._clock = clock
+        self.consumed = 0
+        self.events = 0
+        self.batches = 0
+        self.dead_letter_reasons: Counter[str] = Counter()
+        self.commits = 0
+        self.commit_failures = 0
+        self.commit_skipped = 0
+        self.rebalances = 0
+        self.reconnects = 0
+        self.committed: dict[tuple[str, int], int] = {}
+        self.assignment: frozenset[tuple[str, int]] = frozenset()
+        self.instruments: dict[tuple[str, str], InstrumentStatus] = {}
+        self.book_hashes: dict[tuple[str, str], BookHash] = {}
+        self._warm = False
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def warm(self) -> bool:
+        return self._warm
+
+    @property
+    def duplicates(self) -> int:
+        return self.deduper.duplicates
+
+    async def run(self, sink: EventSink) -> None:
+        """Consume until cancelled; reconnects on fatal client errors (see the module docstring)."""
+        barrier: Callable[[], Awaitable[None]] | None = getattr(sink, "barrier", None)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        backoff = self.config.reconnect_backoff_s
+        while True:
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+                backoff = self.config.reconnect_backoff_s
+                await self._consume(consumer, sink, barrier)
+            except KafkaError as exc:
+                self.reconnects += 1
+                log.warning("kafka feed %s: %s; reconnecting in %.1f s", self.name, exc, backoff)
+            finally:
+                self.assignment = frozenset()
+                try:
+                    await consumer.stop()
+                except Exception as exc:  # a half-started client may fail to close; it holds nothing then
+                    log.debug("kafka feed %s: stop failed: %s", self.name, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.reconnect_max_backoff_s)
+
+    def _new_consumer(self) -> Any:
+        c = self.config
+        return AIOKafkaConsumer(
+            bootstrap_servers=c.bootstrap,
+            client_id=c.client_id,
+            group_id=c.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=c.auto_offset_reset,
+            isolation_level="read_committed",
+            session_timeout_ms=c.session_timeout_ms,
+            heartbeat_interval_ms=c.heartbeat_interval_ms,
+            max_poll_interval_ms=c.max_poll_interval_ms,
+        )
+
+    async def _consume(self, consumer: Any, sink: EventSink, barrier: Callable[[], Awaitable[None]] | None) -> None:
+        prefix = self.config.topic_prefix
+        consumer.subscribe(topics=[prefix + t for t in self.config.topics], listener=_Listener(self))
+        idle = self._idle
+        assert idle is not None
+        while True:
+            records: dict[Any, list[Any]] = await consumer.getmany(
+                timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records)
+            if not records:
+                if consumer.assignment():
+                    self._warm = True
+                continue
+            idle.clear()
+            try:
+                self.deduper.begin()
+                try:
+                    events, side, offsets = self._process(records)
+                    if events:
+                        await sink.put(events)
+                except BaseException:
+                    self.deduper.rollback()  # never delivered: a redelivery must not count as a duplicate
+                    raise
+                self.deduper.end()
+                if events:
+                    self.events += len(events)
+                    self.batches += 1
+                    if barrier is not None:
+                        await barrier()
+                self._callbacks(side)
+                await self._commit(consumer, offsets)
+            finally:
+                idle.set()
+
+    def _process(self, records: Mapping[Any, list[Any]]
+                 ) -> tuple[list[Event], list[InstrumentStatus | BookHash], dict[Any, int]]:
+        ts_recv = self._clock()
+        events: list[Event] = []
+        side: list[InstrumentStatus | BookHash] = []
+        offsets: dict[Any, int] = {}
+        admit = self.deduper.admit
+        cut = len(self.config.topic_prefix)
+        for tp, batch in records.items():
+            topic = tp.topic[cut:]
+            for rec in batch:
+                item = parse_record(topic, rec.partition, rec.offset, rec.key, rec.value, ts_recv)
+                if isinstance(item, DeadLetter):
+                    self._dead_letter(item)
+                elif not admit(item):
+                    pass
+                elif isinstance(item, InstrumentStatus | BookHash):
+                    side.append(item)
+                else:
+                    events.append(item)
+            if batch:
+                self.consumed += len(batch)
+                offsets[tp] = batch[-1].offset + 1
+        return events, side, offsets
+
+    def _dead_letter(self, item: DeadLetter) -> None:
+        code = reason_code(item)
+        self.dead_letter_reasons[code] += 1
+        self.dead_letters.append(item)
+        if self.dead_letter_reasons[code] <= _LOGGED_PER_REASON:
+            log.warning("kafka feed %s: dead letter (%s) %s", self.name, item.reason, item.raw[:200])
+
+    def _callbacks(self, items: list[InstrumentStatus | BookHash]) -> None:
+        for item in items:
+            if isinstance(item, InstrumentStatus):
+                self.instruments[item.venue, item.symbol] = item
+                if self.on_instrument is not None:
+                    self.on_instrument(item)
+            else:
+                self.book_hashes[item.venue, item.symbol] = item
+                if self.on_book_hash is not None:
+                    self.on_book_hash(item)
+
+    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
+        assigned = consumer.assignment()
+        todo = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in assigned}
+        if len(todo) < len(offsets):
+            self.commit_skipped += len(offsets) - len(todo)
+            log.info("kafka feed %s: %d partition(s) revoked before their commit; their records will be "
+                     "redelivered and deduplicated", self.name, len(offsets) - len(todo))
+        if not todo:
+            return
+        try:
+            await asyncio.wait_for(consumer.commit(todo), self.config.commit_timeout_s)
+        except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
+            self.commit_failures += 1
+            log.warning("kafka feed %s: commit failed (%s: %s); the records will be redelivered and "
+                        "deduplicated", self.name, type(exc).__name__, exc)
+            return
+        self.commits += 1
+        for tp, om in todo.items():
+            self.committed[tp.topic, tp.partition] = om.offset
+
+    async def _on_revoked(self, revoked: set[Any]) -> None:
+        idle = self._idle
+        if idle is None or not revoked:
+            return  # the first join revokes nothing
+        self.rebalances += 1
+        try:
+            await asyncio.wait_for(idle.wait(), self.config.revoke_timeout_s)
+        except TimeoutError:
+            log.warning("kafka feed %s: the batch in flight did not finish within %.1f s of a rebalance; "
+                        "its records will be redelivered", self.name, self.config.revoke_timeout_s)
+
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        self.assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
+        log.info("kafka feed %s: assigned %d partition(s)", self.name, len(assigned))
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Rebalance hooks of a ``KafkaFeed``: drain the batch in flight before partitions go."""
+
+    def __init__(self, feed: KafkaFeed) -> None:
+        self._feed = feed
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._feed._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._feed._on_assigned(assigned)
