@@ -25,10 +25,14 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from itertools import islice, repeat
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from server.engine.candles import Candle, Interval
 from server.engine.events import Trade
+from server.storage import wire_sql
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
     ALL_KINDS,
@@ -60,6 +64,34 @@ _DIRECT_KINDS: Final = (Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK
 _ORDER_EXPR: Final = {"kind": "CAST(kind, 'Int8')"}
 _ORDER_TYPE: Final = {"kind": "Int8"}
 
+WIRE_KINDS: Final = (Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.QUOTES, Kind.TRADES)
+"""Kinds ``replay_wire`` encodes in SQL (the high-volume ones); candles and pricing go through records."""
+_W = wire_sql
+_WIRE_SELECT: Final = {
+    # ts, rank, symbol, venue, tie-breaks (s1, i1..i4, u1) as in the record merge, book?, BookUpdate key,
+    # fields before / after the book sequence (a trade is all "tail").
+    Kind.BOOK_SNAPSHOTS: f"ts_event, 0, symbol, venue, '', seq, 0, 0, 0, content_hash, 1, {_W.SNAPSHOT_KEY}, "
+                         f"{_W.SNAPSHOT_BODY[0]}, {_W.SNAPSHOT_BODY[1]}",
+    Kind.BOOK_DELTAS: f"ts_event, 1, symbol, venue, '', first_seq, seq, 0, 0, content_hash, 1, {_W.DELTA_KEY}, "
+                      f"{_W.DELTA_BODY[0]}, {_W.DELTA_BODY[1]}",
+    Kind.QUOTES: f"ts_event, 2, symbol, venue, '', bid_price, bid_size, ask_price, ask_size, 0, 1, "
+                 f"{_W.SNAPSHOT_KEY}, {_W.QUOTE_BODY[0]}, {_W.QUOTE_BODY[1]}",
+    Kind.TRADES: f"ts_event, 3, symbol, venue, trade_id, 0, 0, 0, 0, dedup_key, 0, 0, '', {_W.TRADE_BODY}",
+}
+_WIRE_COLUMNS: Final = "ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1, is_book, bkey, head, tail"
+_WIRE_ORDER: Final = "ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1"
+
+
+class WirePage(NamedTuple):
+    """Replay items of ``[lo, hi)`` in replay order: ``frames[i]`` is a ``ReplayStreamResponse.updates``
+    item (field 2, framed) whose event time is ``ts[i]``. Empty pages are yielded too, so a caller can
+    merge other kinds window by window."""
+
+    lo: int
+    hi: int
+    ts: list[int]
+    frames: list[bytes]
+
 
 def _check_range(start_ns: int, end_ns: int, limit: int | None) -> None:
     if limit is not None and limit < 0:
@@ -88,6 +120,8 @@ class EmbeddedStore:
         conn = ChdbConnection(path)
         try:
             apply_migrations(conn, migrations_dir)
+            for function in wire_sql.FUNCTIONS:
+                conn.execute(function)
             store = cls(conn, path)
             latest = conn.fetch_column("SELECT max(version) FROM candles")
             store._last_version = int(str(latest[0])) if latest else 0
@@ -251,6 +285,85 @@ class EmbeddedStore:
         merged = (rec for _, rec in heapq.merge(*streams))
         while batch := list(islice(merged, chunk)):
             yield batch
+
+    def replay_wire(
+        self,
+        symbols: Collection[str],
+        kinds: Collection[str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        venues: Collection[str] = (),
+        chunk: int = 50_000,
+    ) -> Iterator[WirePage]:
+        """Trades and book updates of ``[start_ns, end_ns)`` encoded by the storage engine, in the order of
+        ``replay``: pages of about ``chunk`` items over adaptive time windows, every window yielded.
+
+        Book items carry the stream's own sequence per (venue, symbol), counted from 1 across pages, as
+        ``server.service.replay`` numbers them. ``kinds`` are ``WIRE_KINDS`` values; ``venues`` filters
+        (empty: all).
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        _check_range(start_ns, end_ns, None)
+        selected = [k for k in WIRE_KINDS if k.value in set(kinds)]
+        syms = sorted(set(symbols))
+        if not selected or not syms:
+            return
+        where = ["ts_event >= {lo:Int64}", "ts_event < {hi:Int64}", "symbol IN {symbols:Array(String)}"]
+        base: Params = {"symbols": param_str_array(syms)}
+        if venues:
+            where.append("venue IN {venues:Array(String)}")
+            base["venues"] = param_str_array(sorted(set(venues)))
+        cond = " AND ".join(where)
+        union = " UNION ALL ".join(
+            f"SELECT {_WIRE_SELECT[k]} FROM {k.value} FINAL WHERE {cond}" for k in selected)
+        o = _WIRE_ORDER
+        # One nesting level per length prefix (see wire_sql). Book sequences: the count so far per book
+        # (cityHash64 of venue and symbol) plus the row number within this window.
+        sql = (
+            f"SELECT ts, bk, seq, mds_pb_ld({{item:UInt8}}, upd) AS frame FROM ("
+            f" SELECT {o}, bk, seq, mds_pb_ld(if(is_book, {{book:UInt8}}, {{trade:UInt8}}), mid) AS upd FROM ("
+            f"  SELECT {o}, bk, seq, is_book, if(is_book, mds_pb_ld(bkey, inner), inner) AS mid FROM ("
+            f"   SELECT {o}, bk, seq, is_book, bkey,"
+            f"    if(is_book, concat(head, char({{seqkey:UInt8}}), mds_pb_varint(seq), tail), tail) AS inner FROM ("
+            f"    SELECT {o}, is_book, bkey, head, tail, if(is_book, cityHash64(venue, symbol), 0) AS bk,"
+            f"     if(is_book, transform(bk, {{ok:Array(UInt64)}}, {{ov:Array(UInt64)}}, toUInt64(0))"
+            f"      + row_number() OVER (PARTITION BY is_book, venue, symbol ORDER BY {o}), 0) AS seq"
+            f"    FROM ({union}) AS u ({_WIRE_COLUMNS})))))"
+            f" ORDER BY {o} LIMIT {{limit:UInt64}}"
+        )
+        fixed: Params = {**base, "item": wire_sql.ITEM_KEY, "book": wire_sql.BOOK_KEY, "trade": wire_sql.TRADE_KEY,
+                         "seqkey": wire_sql.SEQUENCE_KEY}
+        total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
+        if total == 0:
+            yield WirePage(start_ns, end_ns, [], [])
+            return
+        offsets: dict[int, int] = {}
+        span = max(1, (end_ns - start_ns) * chunk // total)
+        lo = start_ns
+        while lo < end_ns:
+            hi = min(end_ns, lo + span)
+            # A one-nanosecond window is taken whole, however many rows it holds.
+            limit = 4 * chunk + 1 if hi - lo > 1 else 2**62
+            params: Params = {**fixed, "lo": lo, "hi": hi, "limit": limit,
+                              "ok": "[" + ",".join(map(str, offsets)) + "]",
+                              "ov": "[" + ",".join(map(str, offsets.values())) + "]"}
+            table = self._query(sql, params)
+            if table.num_rows > 4 * chunk and hi - lo > 1:
+                span = max(1, (hi - lo) // 4)  # too dense: a smaller window, same start
+                continue
+            if table.num_rows:
+                books = table.filter(pc.greater(table.column("seq"), 0))
+                if books.num_rows:
+                    last = books.group_by("bk").aggregate([("seq", "max")])
+                    for bk, seq in zip(last.column("bk").to_pylist(), last.column("seq_max").to_pylist(), strict=True):
+                        offsets[int(bk)] = int(seq)
+            yield WirePage(lo, hi, table.column("ts").to_pylist(),
+                           table.column("frame").cast(pa.binary()).to_pylist())
+            lo = hi
+            if table.num_rows < chunk // 2:
+                span *= 2
 
     @staticmethod
     def _keyed(

@@ -417,3 +417,25 @@ def test_a_valid_request_becomes_a_plan() -> None:
     assert set(everything.kinds) == {"trades", "quotes", "book_snapshots", "book_deltas", "candles", "pricing"}
     assert everything.interval == Interval.M1 and everything.speed == 0.0
 
+
+
+class _RecordsOnly:
+    """The store without ``replay_wire``: replays go through engine records."""
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self.store = store
+
+    def replay(self, *args: Any, **kwargs: Any) -> Iterator[list[StoredRecord]]:
+        return self.store.replay(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("channels", "wire_chunk"), [
+    ((), 7), ((), 100_000), ((pb.CHANNEL_BOOK,), 100_000), ((pb.CHANNEL_TRADES, pb.CHANNEL_FUNDING_RATE), 100_000)])
+def test_storage_encoded_replay_equals_the_record_path(store: EmbeddedStore, wire_chunk: int,
+                                                        channels: tuple[int, ...]) -> None:
+    """Speed 0 on the embedded store encodes trades and books in SQL, page by page: the same bytes as the
+    record path, with book sequences continuing across pages and candles/pricing merged by event time."""
+    plan = _plan(MAIN, channels=channels)
+    wire = _collect_bytes(store, plan, max_updates_per_message=5, wire_chunk=wire_chunk)
+    records = _collect_bytes(_RecordsOnly(store), plan, max_updates_per_message=5)
+    assert wire == records and wire
