@@ -11,7 +11,8 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e clients/python -e '.[dev]'
+# quickfix (the 'fix' extra) compiles from source for about 7 minutes the first time; pip caches the wheel.
+python -m pip install --quiet -e clients/python -e '.[dev,fix]'
 
 echo "== tools: grpcurl and ghz (go install)"
 if tools_bin=$(scripts/tools.sh); then
