@@ -4,6 +4,9 @@ Spec grammar::
 
     sim[:k=v,...]                                  the market simulator (feeds/simulator)
     file:<format>:<path>[?speed=max|<N>x]          replay of a recorded file (feeds/file_feed.FileFeed)
+    kafka[:k=v,...]                                the matching engine's Kafka topics (feeds/kafka)
+    ccxt:exchange=<id>,symbols=A/B+C/D[,...]       any ccxt.pro exchange (feeds/ccxt)
+    fix:host=H,port=P,sender=S,target=T,symbols=..  a FIX 4.4 liquidity provider (feeds/fix; extra 'fix')
 
 ``parse_feed_spec(text) -> FeedSpec`` only parses (no I/O) and raises ``ValueError`` with a clear
 message for an unknown kind or format, a missing path, a bad speed or query. ``build_feed(spec)``
@@ -79,7 +82,8 @@ from feeds.tardis.reader import read_lines
 from feeds.truefx.parser import TrueFxParser
 from server.engine.events import Event
 
-SPEC_HELP: Final = "expected 'sim[:k=v,...]' or 'file:<format>:<path>[?speed=max|<N>x]'"
+SPEC_HELP: Final = ("expected 'sim[:k=v,...]', 'file:<format>:<path>[?speed=max|<N>x]', 'kafka[:k=v,...]', "
+                    "'ccxt:exchange=<id>,symbols=...' or 'fix:host=...,port=...,sender=...,target=...,symbols=...'")
 
 # -- symbols ------------------------------------------------------------------------------------
 
@@ -364,7 +368,7 @@ FILE_FORMATS: Final[Mapping[str, FileFormat]] = {f.name: f for f in (
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
-    """A parsed feed spec. ``kind`` is 'sim' or 'file'; ``text`` is the spec as written."""
+    """A parsed feed spec. ``kind`` is a ``FEED_KINDS`` key; ``text`` is the spec as written."""
 
     text: str
     kind: str
@@ -383,6 +387,22 @@ def parse_feed_spec(text: str) -> FeedSpec:
         return FeedSpec(spec, "sim", options=_sim_options(spec, rest))
     if kind == "file":
         return _file_spec(spec, rest)
+    # Live feeds: their configs parse (and validate) the whole spec; the I/O modules load at build time.
+    if kind == "kafka":
+        from feeds.kafka.consumer import KafkaFeedConfig
+
+        KafkaFeedConfig.from_spec(spec)
+        return FeedSpec(spec, "kafka")
+    if kind == "ccxt":
+        from feeds.ccxt.feed import CcxtFeedConfig
+
+        CcxtFeedConfig.from_spec(spec)
+        return FeedSpec(spec, "ccxt")
+    if kind == "fix":
+        from feeds.fix.config import FixFeedConfig
+
+        FixFeedConfig.from_spec(spec)
+        return FeedSpec(spec, "fix")
     raise ValueError(f"unknown feed kind {kind!r} in {text!r}: {SPEC_HELP}")
 
 
@@ -454,9 +474,35 @@ def _build_file(spec: FeedSpec, dead_letters: DeadLetterSink | None, name: str |
                     dead_letters=log)
 
 
+def _build_kafka(spec: FeedSpec, dead_letters: DeadLetterSink | None, name: str | None) -> Feed:
+    from feeds.kafka.consumer import KafkaFeed, KafkaFeedConfig
+
+    return KafkaFeed(KafkaFeedConfig.from_spec(spec.text), name=name or "kafka", dead_letters=dead_letters)
+
+
+def _build_ccxt(spec: FeedSpec, dead_letters: DeadLetterSink | None, name: str | None) -> Feed:
+    from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
+
+    return CcxtFeed(CcxtFeedConfig.from_spec(spec.text), name=name, dead_letters=dead_letters)
+
+
+def _build_fix(spec: FeedSpec, dead_letters: DeadLetterSink | None, name: str | None) -> Feed:
+    from feeds.fix.config import FixFeedConfig
+
+    config = FixFeedConfig.from_spec(spec.text)
+    try:
+        from feeds.fix.session import FixFeed
+    except ImportError as exc:  # quickfix is the optional extra 'fix'
+        raise ValueError(f"feed {spec.text!r} needs quickfix: pip install -e '.[fix]' ({exc})") from exc
+    return FixFeed(config, name=name or "", dead_letters=dead_letters)
+
+
 FEED_KINDS: Final[Mapping[str, Callable[[FeedSpec, DeadLetterSink | None, str | None], Feed]]] = {
     "sim": _build_sim,
     "file": _build_file,
+    "kafka": _build_kafka,
+    "ccxt": _build_ccxt,
+    "fix": _build_fix,
 }
 """The registry: feed kind -> factory of a ``Feed`` from its parsed spec."""
 

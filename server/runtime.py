@@ -37,6 +37,27 @@ class BatchWriter(Protocol):
     def close(self) -> None: ...
 
 
+class _Barrier:
+    """A marker sent down the ingest queue and on to storage; ``done`` resolves once everything before it
+    is applied by the engine and written by storage (see ``Runtime.barrier``)."""
+
+    __slots__ = ("done", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def release(self, error: BaseException | None = None) -> None:
+        """Resolve ``done`` from any thread."""
+        def settle() -> None:
+            if not self.done.done():
+                if error is None:
+                    self.done.set_result(None)
+                else:
+                    self.done.set_exception(error)
+        self.loop.call_soon_threadsafe(settle)
+
+
 class _StorageThread:
     """Writes update batches on a thread, accumulated into large bulk writes (a write has a fixed cost
     of milliseconds, so many small ones would fall behind): up to ``max_records`` per write, or whatever
@@ -72,22 +93,29 @@ class _StorageThread:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
+            barrier = item if isinstance(item, _Barrier) else None
             if item is self._STOP:
                 stopping = True
             elif isinstance(item, list):
                 if not pending:
                     first_at = time.monotonic()
                 pending.extend(item)
-            if pending and (stopping or len(pending) >= self.max_records
+            if pending and (stopping or barrier is not None or len(pending) >= self.max_records
                             or time.monotonic() - first_at >= self.flush_interval_s):
+                errors = self.errors
                 self._write(pending)
                 pending = []
+                if barrier is not None and self.errors != errors:
+                    barrier.release(RuntimeError("storage write failed; see the log"))
+                    barrier = None
+            if barrier is not None:
+                barrier.release()
         try:
             self.writer.flush()
         finally:
             self.writer.close()
 
-    async def submit(self, records: list[object]) -> None:
+    async def submit(self, records: list[object] | _Barrier) -> None:
         try:
             self.queue.put_nowait(records)
         except queue.Full:
@@ -109,7 +137,7 @@ class Runtime:
         self.listeners: list[UpdateListener] = []
         self._clock = clock
         self._tick_interval_s = tick_interval_s
-        self._queue: asyncio.Queue[list[Event]] = asyncio.Queue(maxsize=ingest_queue_batches)
+        self._queue: asyncio.Queue[list[Event] | _Barrier] = asyncio.Queue(maxsize=ingest_queue_batches)
         self._storage = _StorageThread(storage) if storage is not None else None
         self._feed_tasks: list[asyncio.Task[None]] = []
         self._engine_task: asyncio.Task[None] | None = None
@@ -121,9 +149,17 @@ class Runtime:
     # -- the sink feeds write to ----------------------------------------------------------------
 
     async def put(self, batch: list[Event], /) -> None:
-        """EventSink: enqueue a batch for the engine (waits while the queue is full)."""
+        """EventSink: enqueue a batch for the engine (waits while the queue is full). Nothing accepted is
+        dropped; ``barrier`` tells when it is applied and stored."""
         if batch:
             await self._queue.put(batch)
+
+    async def barrier(self) -> None:
+        """Return once every batch put before this call is applied by the engine and written to storage
+        (at-least-once feeds commit their source offsets after it). Raises if that storage write failed."""
+        marker = _Barrier(asyncio.get_running_loop())
+        await self._queue.put(marker)
+        await marker.done
 
     @property
     def warm(self) -> bool:
@@ -184,28 +220,45 @@ class Runtime:
             batch = await q.get()
             out: list[object] = []
             taken = 1
+            barrier: _Barrier | None = None
             try:
-                engine.apply_batch(batch, out)
-                applied = len(batch)
-                # Take what else is ready now: fewer, larger update batches downstream.
-                while taken < 64 and not q.empty():
-                    batch = q.get_nowait()
-                    taken += 1
+                applied = 0
+                if isinstance(batch, _Barrier):
+                    barrier = batch
+                else:
                     engine.apply_batch(batch, out)
-                    applied += len(batch)
+                    applied = len(batch)
+                    # Take what else is ready now: fewer, larger update batches downstream.
+                    while taken < 64 and not q.empty():
+                        nxt = q.get_nowait()
+                        taken += 1
+                        if isinstance(nxt, _Barrier):
+                            barrier = nxt  # it ends this round: it must follow what came before it
+                            break
+                        batch = nxt
+                        engine.apply_batch(batch, out)
+                        applied += len(batch)
                 self.events_applied += applied
                 self.batches_applied += taken
-                last = batch[-1]
-                recv = getattr(last, "ts_recv", None)
-                if isinstance(recv, int):
-                    self.last_batch_lag_ns = self._clock() - recv
+                if applied:
+                    last = batch[-1]  # type: ignore[index]  # a list when anything was applied
+                    recv = getattr(last, "ts_recv", None)
+                    if isinstance(recv, int):
+                        self.last_batch_lag_ns = self._clock() - recv
                 if out:
                     for listener in self.listeners:
                         listener(out)
                     if self._storage is not None:
                         await self._storage.submit(out)
-            except Exception:
+                if barrier is not None:
+                    if self._storage is not None:
+                        await self._storage.submit(barrier)
+                    else:
+                        barrier.release()
+            except Exception as exc:
                 log.exception("engine failed on a batch; it was skipped")
+                if barrier is not None:
+                    barrier.release(exc)
             finally:
                 for _ in range(taken):
                     q.task_done()
