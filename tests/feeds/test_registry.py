@@ -52,7 +52,8 @@ def test_parse_specs() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("", "unknown feed kind"),
-    ("kafka:topic", "unknown feed kind 'kafka'"),
+    ("kafka:topic", "kafka"),
+    ("bogus:x", "unknown feed kind 'bogus'"),
     ("file", "missing file format"),
     ("file:", "missing file format"),
     ("file:parquet:/x.parquet", "unknown file format 'parquet'"),
@@ -209,3 +210,20 @@ def test_replay_is_repeatable_and_malformed_lines_become_dead_letters(tmp_path: 
     assert feed.dead_letters.total == 4
     assert [d.reason for d in list(feed.dead_letters.recent)[:2]] == [
         "1 cells, expected 4 (time,bid,ask,volume)", "ask: not a decimal number: 'oops'"]
+
+
+@pytest.mark.parametrize(("text", "kind", "feed_class"), [
+    ("kafka:brokers=127.0.0.1:9092,group=mds", "kafka", "KafkaFeed"),
+    ("ccxt:exchange=binance,symbols=BTC/USDT+ETH/USDT", "ccxt", "CcxtFeed"),
+    ("fix:host=127.0.0.1,port=9876,sender=MDS,target=LP,symbols=EUR/USD", "fix", "FixFeed"),
+])
+def test_live_feed_specs_build_their_feeds(text: str, kind: str, feed_class: str) -> None:
+    spec = parse_feed_spec(text)
+    assert spec.kind == kind
+    assert type(build_feed(spec)).__name__ == feed_class  # built, not started: no connection is made
+
+
+@pytest.mark.parametrize("text", ["kafka:bogus=1", "ccxt:symbols=BTC/USDT", "fix:host=127.0.0.1"])
+def test_live_feed_specs_are_checked_when_parsed(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_feed_spec(text)
