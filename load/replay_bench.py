@@ -1,0 +1,95 @@
+"""ReplayStream's encoding throughput at speed 0: the storage-encoded path against the record path.
+
+``python -m load.replay_bench [--records 200000] [--trade-share 0.125]`` writes that many records (book
+deltas of one level per side and trades, one symbol, two venues) into a temporary embedded store, then runs
+``replay_responses`` over the whole range twice per path and prints updates/s for each: the path the service
+uses (trades and books encoded by the storage engine, ``EmbeddedStore.replay_wire``) and the record path
+(engine records converted in Python) as the peer. Both produce the same bytes (checked). No gRPC: this is
+the server's side of a replay; ``tests/e2e/test_replay_e2e.py -s`` adds the transport. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from marketdata.v1 import market_data_service_pb2
+
+from server.engine.events import BookDelta, Side, Trade
+from server.service.replay import replay_responses, validate_replay
+from server.storage import EmbeddedStore, StoredRecord
+
+S = 1_000_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+class RecordPath:
+    """The store without ``replay_wire``, so replays take the record path."""
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        self.store = store
+
+    def replay(self, *args: Any, **kwargs: Any) -> Iterator[list[StoredRecord]]:
+        return self.store.replay(*args, **kwargs)
+
+
+def records(n: int, trade_share: float) -> list[object]:
+    every = max(1, round(1 / trade_share)) if trade_share > 0 else n + 1
+    out: list[object] = []
+    for i in range(n):
+        venue = "binance" if i % 3 else "kraken"
+        if i % every == 0:
+            out.append(Trade(venue, "BTC/USD", str(i), 60_000 * S + i, S + i, Side.BUY, T0 + i * 1000,
+                             T0 + i * 1000 + 7))
+        else:
+            out.append(BookDelta(venue, "BTC/USD", i, i, ((60_000 * S - i, S + i),), ((60_001 * S + i, 2 * S),),
+                                 T0 + i * 1000, T0 + i * 1000 + 5))
+    return out
+
+
+async def _run(store: Any, request: market_data_service_pb2.ReplayStreamRequest) -> tuple[float, int, bytes]:
+    plan = validate_replay(request, max_range_ns=10**15, known_symbols=None)
+    started = time.perf_counter()
+    size = 0
+    last = b""
+    async for data in replay_responses(store, plan):
+        size += len(data)
+        last = data
+    return time.perf_counter() - started, size, last
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--trade-share", type=float, default=0.125, help="share of trades among the records")
+    args = p.parse_args()
+    if not 0 < args.records <= 5_000_000 or not 0 <= args.trade_share <= 1:
+        p.error("--records 1..5000000, --trade-share 0..1")
+    with tempfile.TemporaryDirectory(prefix="mds-replay-bench.") as tmp:
+        store = EmbeddedStore.open(tmp)
+        try:
+            store.write_batch(records(args.records, args.trade_share))
+            request = market_data_service_pb2.ReplayStreamRequest(symbols=["BTC/USD"], start_ns=T0,
+                                                                  end_ns=T0 + args.records * 1000 + 1)
+            result: dict[str, Any] = {"bench": "replay", "records": args.records, "trade_share": args.trade_share}
+            outputs: dict[str, tuple[int, bytes]] = {}
+            for name, source in (("storage_encoded", store), ("records", RecordPath(store))):
+                best = min(asyncio.run(_run(source, request)) for _ in range(2))
+                result[f"{name}_updates_per_s"] = round(args.records / best[0])
+                outputs[name] = best[1], best[2]
+                print(f"{name}: {args.records / best[0]:,.0f} updates/s ({best[1]:,} bytes)")
+            result["same_bytes"] = outputs["storage_encoded"] == outputs["records"]
+            print(json.dumps(result))
+            return 0 if result["same_bytes"] else 1
+        finally:
+            store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
