@@ -2,8 +2,9 @@
 
 ``python -m load.grpc_floor [--rate 100] [--seconds 10] [--streams 1]`` starts a minimal grpc.aio server
 (uvloop, one generic server-streaming method, nothing else running) in a subprocess. Every 1/rate s it
-stamps ``time.time_ns()`` into an 8-byte message and sends it to every open stream. Client streams in this
-process (uvloop) measure receive time minus that stamp. It prints p50/p99/p99.9 and, last, one JSON line.
+stamps ``time.time_ns()`` into a message (8 bytes, or ``--size``) and sends it to every open stream. Client
+streams in this process (uvloop) measure receive time minus that stamp. It prints p50/p99/p99.9 and, last,
+one JSON line.
 
 It isolates what any Python gRPC service pays per message between two processes on loopback: the event
 loop, grpc's completion-queue thread and the GIL hand-offs between them. No engine, no storage, no fan-out.
@@ -35,7 +36,7 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-async def _serve(port: int, rate: float) -> None:
+async def _serve(port: int, rate: float, size: int) -> None:
     subscribers: set[asyncio.Queue[bytes]] = set()
 
     async def stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -61,7 +62,7 @@ async def _serve(port: int, rate: float) -> None:
     while True:
         next_at += interval
         await asyncio.sleep(max(0.0, next_at - loop.time()))
-        data = struct.pack("<q", time.time_ns())
+        data = struct.pack("<q", time.time_ns()) + bytes(max(0, size - 8))
         for q in subscribers:
             if not q.full():
                 q.put_nowait(data)
@@ -79,7 +80,7 @@ async def _client(target: str, streams: int, seconds: float) -> list[int]:
         async for data in call:
             now = time.time_ns()
             if time.monotonic() >= warm:
-                latencies.append(now - struct.unpack("<q", data)[0])
+                latencies.append(now - struct.unpack_from("<q", data)[0])
             if time.monotonic() >= end:
                 call.cancel()
                 return
@@ -99,17 +100,19 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=100.0, help="messages/s sent to each stream (default 100)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--size", type=int, default=8, help="message size in bytes (default 8; stream_load's are ~10 KB)")
     p.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        uvloop.run(_serve(args.serve, args.rate))
+        uvloop.run(_serve(args.serve, args.rate, args.size))
         return 0
     if not 0 < args.seconds <= 120 or not 0 < args.rate <= 10_000 or not 0 < args.streams <= 100:
         p.error("--seconds 0..120, --rate 0..10000, --streams 1..100")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "load.grpc_floor", "--serve", str(port), "--rate", str(args.rate)],
+    server = subprocess.Popen([sys.executable, "-m", "load.grpc_floor", "--serve", str(port), "--rate", str(args.rate),
+                               "--size", str(args.size)],
                               stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert server.stdout is not None
@@ -125,7 +128,8 @@ def main() -> int:
           "max": lat[-1] / 1e6 if lat else float("nan")}
     print(f"grpc.aio floor: {len(lat)} messages; latency p50 {lm['p50']:.3f} ms, p99 {lm['p99']:.3f} ms, "
           f"p99.9 {lm['p999']:.3f} ms")
-    print(json.dumps({"bench": "grpc_floor", "rate": args.rate, "streams": args.streams, "samples": len(lat),
+    print(json.dumps({"bench": "grpc_floor", "rate": args.rate, "streams": args.streams, "size": args.size,
+                      "samples": len(lat),
                       "latency_ms": lm}))
     return 0
 
