@@ -82,6 +82,10 @@ class HubClosedError(Exception):
 
 Part = tuple[bytes, int, "tuple[str, str] | None"]
 """Framed items of one topic from one engine batch: (joined frames, item count, book key or None)."""
+PART_ITEMS = 500
+"""At most this many items in one part; a topic's share of a large batch is cut into several."""
+ENTRY_ITEMS = 1000
+"""At most this many items in one log entry (a single part may be larger only if PART_ITEMS is)."""
 
 
 class _Entry:
@@ -131,10 +135,19 @@ class _Group:
         return self.total, self.total_nonbook
 
     def append(self, parts: list[Part]) -> None:
-        entry = _Entry(parts, self.total, self.total_nonbook)
-        self.log.append(entry)
-        self.total += entry.count
-        self.total_nonbook += entry.nonbook
+        """One engine batch: entries of at most ``ENTRY_ITEMS`` items (whole parts), so a message, which
+        takes entries until it holds ``max_items_per_message``, stays bounded however large the batch."""
+        start = 0
+        while start < len(parts):
+            end, count = start, 0
+            while end < len(parts) and (end == start or count + parts[end][1] <= ENTRY_ITEMS):
+                count += parts[end][1]
+                end += 1
+            entry = _Entry(parts[start:end], self.total, self.total_nonbook)
+            self.log.append(entry)
+            self.total += entry.count
+            self.total_nonbook += entry.nonbook
+            start = end
 
     def push_latest(self, key: Hashable, enc: Encoded) -> None:
         if key in self.latest:
@@ -486,8 +499,8 @@ class Hub:
             return
         # One part per (topic, framing), one log entry per group: the cost is per group, not per subscriber.
         per_group: dict[_Group, list[Part]] = {}
-        stream_parts: dict[Topic, Part] = {}
-        update_parts: dict[Topic, Part] = {}
+        stream_parts: dict[Topic, list[Part]] = {}
+        update_parts: dict[Topic, list[Part]] = {}
         for topic, encs in batched.items():
             groups = subs.get(topic)
             if not groups:
@@ -495,11 +508,12 @@ class Hub:
             book_key = (topic[1], topic[2]) if topic[0] == "book" else None
             for group in groups:
                 cache = update_parts if group.multiplexed else stream_parts
-                part = cache.get(topic)
-                if part is None:
+                parts = cache.get(topic)
+                if parts is None:
                     frames = [e.update() for e in encs] if group.multiplexed else [e.stream() for e in encs]
-                    part = cache[topic] = (b"".join(frames), len(frames), book_key)
-                per_group.setdefault(group, []).append(part)
+                    parts = cache[topic] = [(b"".join(frames[i:i + PART_ITEMS]), len(frames[i:i + PART_ITEMS]),
+                                             book_key) for i in range(0, len(frames), PART_ITEMS)]
+                per_group.setdefault(group, []).extend(parts)
         for group, parts in per_group.items():
             group.append(parts)
             left = [sub for sub in group.members if not sub.check_lag()]

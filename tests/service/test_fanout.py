@@ -198,3 +198,18 @@ def test_changing_topics_keeps_what_was_queued() -> None:
     assert _trade_ids(asyncio.run(sub.next_message())) == ["1", "2"]
     hub.unsubscribe(sub)
     assert hub.groups == {} and hub.subscribers == {}
+
+
+def test_a_large_batch_is_cut_so_messages_stay_bounded() -> None:
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber(max_pending=100_000, max_items_per_message=1000)
+    hub.subscribe(sub, [("trades", "S", "")])
+    _apply(engine, hub, *(Trade("v", "S", str(i), 100, 1, Side.BUY, 2 + i, 2 + i) for i in range(5000)))
+    sizes = []
+    ids: list[str] = []
+    while sub.queued:
+        got = _trade_ids(asyncio.run(sub.next_message()))
+        sizes.append(len(got))
+        ids += got
+    assert ids == [str(i) for i in range(5000)]
+    assert max(sizes) <= 2000, "a message takes whole entries of at most 1000 items until it holds 1000"
