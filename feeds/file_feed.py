@@ -41,7 +41,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final
 
-from feeds.protocols import DeadLetter, DeadLetterSink, EventSink
+from feeds.protocols import DeadLetter, DeadLetterSink, EventSink, FeedStatus
 from server.engine.events import ClockTick, Event
 
 DEFAULT_WINDOW_NS: Final = 5_000_000
@@ -196,13 +196,23 @@ class FileFeed:
         self._sleep = sleep
         self._offload = offload
         self._warm = False
+        self._started = False
+        self._last_ns = 0
 
     @property
     def warm(self) -> bool:
         return self._warm
 
+    def status(self) -> FeedStatus:
+        """ReportsStatus: live while replaying, done at the end of the file."""
+        state = "done" if self.done else "live" if self._warm else "connecting" if self._started else "stopped"
+        age = self._clock() - self._last_ns if self._last_ns else None
+        return FeedStatus(self.name, "file", state, age, self.events_delivered,
+                          dead_letters=self.dead_letters.total, detail=f"speed {self.speed}")
+
     async def run(self, sink: EventSink) -> None:
         """Deliver the whole file, paced; returns at its end (or raises CancelledError when cancelled)."""
+        self._started = True
         plan = schedule(self._factory(), self.speed, self._window, self._max_batch)
         start = self._clock()
         paced = not self.speed.is_max
@@ -221,6 +231,7 @@ class FileFeed:
             await sink.put(batch)
             self.events_delivered += len(batch)
             self.batches_delivered += 1
+            self._last_ns = self._clock()
             self._warm = True
             if not paced:
                 await asyncio.sleep(0)  # let other tasks run between full-speed batches

@@ -51,3 +51,30 @@ class Feed(Protocol):
     def warm(self) -> bool: ...
 
     async def run(self, sink: EventSink) -> None: ...
+
+
+FEED_STATES = ("connecting", "live", "stale", "circuit_open", "done", "stopped")
+"""What ``FeedStatus.state`` may be (marketdata.v1.FeedState, lowercase, without the prefix)."""
+
+
+class FeedStatus(NamedTuple):
+    """One reading of a feed's health (served by GetFeedStatus and exported as md_feed_* metrics)."""
+
+    name: str
+    kind: str
+    state: str
+    """One of ``FEED_STATES``."""
+    last_event_age_ns: int | None
+    """Since the feed last delivered data; None before the first delivery."""
+    events: int
+    reconnects: int = 0
+    gaps: int = 0
+    checksum_failures: int = 0
+    dead_letters: int = 0
+    detail: str = ""
+
+
+class ReportsStatus(Protocol):
+    """A feed that can say how it is doing (every feed in this repository does)."""
+
+    def status(self) -> FeedStatus: ...

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 
 from server.runtime import Runtime
 from server.service.fanout import Hub
+from server.service.market_data import feed_statuses
 
 INGEST_LAG_MS = Gauge("md_ingest_lag_ms", "Receive-to-engine lag of the last applied batch, ms", ["topic"])
 SEQ_GAPS = Gauge("md_seq_gap_total", "Sequence gaps detected per symbol (resyncs requested)", ["symbol"])
@@ -27,6 +28,14 @@ STREAM_SUBSCRIBERS = Gauge("md_stream_subscribers", "Open stream subscriptions")
 STREAM_QUEUED = Gauge("md_stream_queued_updates", "Updates queued for subscribers (all streams)")
 STREAM_CONFLATED = Gauge("md_stream_conflated_total", "Updates replaced by newer ones for slow subscribers")
 STREAM_DROPPED = Gauge("md_stream_dropped_total", "Book deltas dropped for lagging subscribers (resynced)")
+FEED_UP = Gauge("md_feed_up", "1 while a feed is live (or done replaying), else 0", ["feed"])
+FEED_AGE_MS = Gauge("md_feed_last_event_age_ms", "Milliseconds since the feed last delivered data (-1: never)",
+                    ["feed"])
+FEED_EVENTS = Gauge("md_feed_events_total", "Events a feed delivered", ["feed"])
+FEED_RECONNECTS = Gauge("md_feed_reconnects_total", "Reconnections of a feed", ["feed"])
+FEED_GAPS = Gauge("md_feed_gaps_total", "Sequence gaps a feed detected", ["feed"])
+FEED_CHECKSUMS = Gauge("md_feed_checksum_failures_total", "Book checksum failures of a feed", ["feed"])
+FEED_DEAD_LETTERS = Gauge("md_feed_dead_letters_total", "Inputs a feed could not parse (dead letters)", ["feed"])
 
 
 class MetricsUpdater:
@@ -59,6 +68,15 @@ class MetricsUpdater:
             STREAM_QUEUED.set(queued)
             STREAM_CONFLATED.set(conflated)
             STREAM_DROPPED.set(dropped)
+        for status in feed_statuses(self.runtime.feeds):
+            name = status.name
+            FEED_UP.labels(name).set(1 if status.state in ("live", "done") else 0)
+            FEED_AGE_MS.labels(name).set(-1 if status.last_event_age_ns is None else status.last_event_age_ns / 1e6)
+            FEED_EVENTS.labels(name).set(status.events)
+            FEED_RECONNECTS.labels(name).set(status.reconnects)
+            FEED_GAPS.labels(name).set(status.gaps)
+            FEED_CHECKSUMS.labels(name).set(status.checksum_failures)
+            FEED_DEAD_LETTERS.labels(name).set(status.dead_letters)
         per_symbol: dict[str, int] = {}
         for (_, symbol), n in engine.counters.sequence_gaps.items():
             per_symbol[symbol] = per_symbol.get(symbol, 0) + n

@@ -95,7 +95,7 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     runtime.listeners.append(metrics.on_updates)
     streams = Streams(engine, hub, max_depth=config.max_book_depth, store=store)
     # Registered through generic handlers (streams send pre-encoded bytes), not the generated base classes.
-    market_data = MarketData(engine, max_depth=config.max_book_depth, store=store)
+    market_data = MarketData(engine, max_depth=config.max_book_depth, store=store, feeds=feeds)
     alerts = Alerts(engine)
     handle = await build_server(config, runtime, [register_services(market_data, alerts, streams)])
     handle.background.append(asyncio.create_task(streams.run_polling(), name="mds-stream-polling"))

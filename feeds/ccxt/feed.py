@@ -71,7 +71,7 @@ import ccxt.pro  # type: ignore[import-untyped]
 from feeds.ccxt.parser import CcxtParser
 from feeds.ccxt.symbols import SymbolMap
 from feeds.file_feed import DeadLetterLog
-from feeds.protocols import DeadLetterSink, EventSink
+from feeds.protocols import DeadLetterSink, EventSink, FeedStatus
 from server.engine.events import Event
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,15 @@ class CcxtFeed:
         return CcxtFeedHealth(self.state, age, c.reconnects, c.gaps, c.checksum_failures,
                               self.dead_letters.total, self.breaker.state, self.breaker.failures,
                               c.sessions, self.last_error)
+
+    def status(self) -> FeedStatus:
+        """ReportsStatus, from ``health``: backoff counts as stale, an open breaker as circuit_open."""
+        h = self.health()
+        state = {"live": "live", "connecting": "connecting", "backoff": "stale", "circuit-open": "circuit_open",
+                 "stopped": "stopped"}.get(h.state, "stale")
+        return FeedStatus(self.name, "ccxt", state, h.last_event_age_ns, self.counters.events,
+                          reconnects=h.reconnects, gaps=h.gaps, checksum_failures=h.checksum_failures,
+                          dead_letters=h.dead_letters, detail=h.last_error)
 
     def make_exchange(self) -> Any:
         """A new ccxt.pro exchange instance for this configuration (no I/O)."""

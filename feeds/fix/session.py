@@ -47,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from feeds.file_feed import DeadLetterLog
 from feeds.fix.config import FixFeedConfig, installed_dictionary, patch_dictionary
 from feeds.fix.parser import SOURCE, FixMdParser, MdRequestReject
-from feeds.protocols import DeadLetter, DeadLetterSink, EventSink
+from feeds.protocols import DeadLetter, DeadLetterSink, EventSink, FeedStatus
 from server.engine.events import BookSnapshot, Event
 
 __all__ = ["FeedHealth", "FixFeed", "FixFeedConfig"]
@@ -209,6 +209,15 @@ class FixFeed:
     @property
     def warm(self) -> bool:
         return self._warm
+
+    def status(self) -> FeedStatus:
+        """ReportsStatus, from ``health``: a logged-on session is live; logged out or dropped, stale."""
+        h = self.health
+        state = {"connected": "live", "connecting": "connecting", "stale": "stale"}.get(h.state, "stopped")
+        age = time.monotonic_ns() - h.last_event_ns if h.last_event_ns else None
+        return FeedStatus(self.name, "fix", state, age, self.events_delivered, reconnects=h.reconnects,
+                          gaps=h.gaps, dead_letters=sum(h.dead_letters.values()),
+                          detail=h.last_logout or f"{h.rejects} market data requests rejected")
 
     # -- asyncio side -------------------------------------------------------------------------------
 

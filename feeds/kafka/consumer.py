@@ -49,7 +49,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[i
 from feeds.file_feed import DeadLetterLog
 from feeds.kafka.dedupe import Deduper
 from feeds.kafka.parser import ALL_TOPICS, BookHash, InstrumentStatus, parse_record, reason_code
-from feeds.protocols import DeadLetter, DeadLetterSink, EventSink
+from feeds.protocols import DeadLetter, DeadLetterSink, EventSink, FeedStatus
 from server.engine.events import Event
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class KafkaFeed:
         self.book_hashes: dict[tuple[str, str], BookHash] = {}
         self._warm = False
         self._idle: asyncio.Event | None = None
+        self._connected = False
+        self._last_ns = 0
 
     @property
     def warm(self) -> bool:
@@ -200,6 +202,19 @@ class KafkaFeed:
     @property
     def duplicates(self) -> int:
         return self.deduper.duplicates
+
+    def status(self) -> FeedStatus:
+        """ReportsStatus: live once partitions are assigned and polled; stale while reconnecting."""
+        if self._idle is None:
+            state = "stopped"
+        elif self._connected:
+            state = "live" if self._warm else "connecting"
+        else:
+            state = "stale" if self.reconnects else "connecting"
+        age = time.monotonic_ns() - self._last_ns if self._last_ns else None
+        detail = f"group {self.config.group_id}; {self.commits} commits, {self.commit_failures} failed"
+        return FeedStatus(self.name, "kafka", state, age, self.events, reconnects=self.reconnects,
+                          dead_letters=self.dead_letters.total, detail=detail)
 
     async def run(self, sink: EventSink) -> None:
         """Consume until cancelled; reconnects on fatal client errors (see the module docstring)."""
@@ -211,9 +226,11 @@ class KafkaFeed:
             consumer = self._new_consumer()
             try:
                 await consumer.start()
+                self._connected = True
                 backoff = self.config.reconnect_backoff_s
                 await self._consume(consumer, sink, barrier)
             except KafkaError as exc:
+                self._connected = False
                 self.reconnects += 1
                 log.warning("kafka feed %s: %s; reconnecting in %.1f s", self.name, exc, backoff)
             finally:
@@ -265,6 +282,7 @@ class KafkaFeed:
                 if events:
                     self.events += len(events)
                     self.batches += 1
+                    self._last_ns = time.monotonic_ns()
                     if barrier is not None:
                         await barrier()
                 self._callbacks(side)

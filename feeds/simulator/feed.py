@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from feeds.protocols import EventSink
+from feeds.protocols import EventSink, FeedStatus
 from feeds.simulator.config import SimulatorConfig
 from feeds.simulator.model import MarketSimulator
 from server.engine.events import Event
@@ -45,6 +45,8 @@ class SimulatorFeed:
         self.skipped = 0
         """Events not generated because the sink held the feed back for more than ``max_lag_seconds``."""
         self._warm = False
+        self._running = False
+        self._last_ns = 0
 
     @property
     def warm(self) -> bool:
@@ -52,6 +54,7 @@ class SimulatorFeed:
 
     async def run(self, sink: EventSink) -> None:
         """Generate and deliver events until cancelled."""
+        self._running = True
         loop = asyncio.get_running_loop()
         rate = self.config.events_per_second
         model = self.model
@@ -90,8 +93,18 @@ class SimulatorFeed:
             if not self._warm:
                 self._warm = model.warm
 
+    def status(self) -> FeedStatus:
+        """ReportsStatus: the simulator is live once its snapshots are out."""
+        state = "live" if self._warm else "connecting" if self._running else "stopped"
+        age = time.monotonic_ns() - self._last_ns if self._last_ns else None
+        detail = f"{self.config.events_per_second} events/s"
+        if self.skipped:
+            detail += f"; {self.skipped} events skipped while the sink held the feed back"
+        return FeedStatus(self.name, "sim", state, age, self.events, detail=detail)
+
     async def _deliver(self, sink: EventSink, batch: list[Event]) -> None:
         if batch:
             await sink.put(batch)
             self.batches += 1
             self.events += len(batch)
+            self._last_ns = time.monotonic_ns()

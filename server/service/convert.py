@@ -39,6 +39,7 @@ from marketdata.v1 import (
     book_pb2,
     candle_pb2,
     common_pb2,
+    feed_pb2,
     instrument_pb2,
     market_data_service_pb2,
     pricing_pb2,
@@ -47,6 +48,7 @@ from marketdata.v1 import (
     trade_pb2,
 )
 
+from feeds.protocols import FeedStatus
 from server.engine.alerts import Alert, AlertCondition, AlertSource, AlertTrigger
 from server.engine.book import BookStatus, L2Book
 from server.engine.candles import Candle, Interval
@@ -92,6 +94,7 @@ __all__ = [
     "decimal_pb_from_quote",
     "depth_heatmap_pb",
     "exclusion_reason_pb",
+    "feed_status_pb",
     "field_bytes",
     "funding_rate_pb",
     "index_price_pb",
@@ -1120,3 +1123,24 @@ def batch_from_items(sequence: int, items: list[bytes] | tuple[bytes, ...]) -> b
     if sequence:
         return b"\x08" + _varint(sequence) + b"".join(items)
     return b"".join(items)
+
+
+# ---------------------------------------------------------------------------------------------- feeds
+
+_FEED_STATE: Final[dict[str, feed_pb2.FeedState.ValueType]] = {
+    "connecting": feed_pb2.FEED_STATE_CONNECTING,
+    "live": feed_pb2.FEED_STATE_LIVE,
+    "stale": feed_pb2.FEED_STATE_STALE,
+    "circuit_open": feed_pb2.FEED_STATE_CIRCUIT_OPEN,
+    "done": feed_pb2.FEED_STATE_DONE,
+    "stopped": feed_pb2.FEED_STATE_STOPPED,
+}
+
+
+def feed_status_pb(s: FeedStatus) -> feed_pb2.FeedStatus:
+    """``feeds.protocols.FeedStatus`` -> ``FeedStatus``; the age in whole ms (-1 before any event)."""
+    return feed_pb2.FeedStatus(
+        name=s.name, kind=s.kind, state=_FEED_STATE.get(s.state, feed_pb2.FEED_STATE_UNSPECIFIED),
+        last_event_age_ms=-1 if s.last_event_age_ns is None else s.last_event_age_ns // 1_000_000,
+        events=s.events, reconnects=s.reconnects, gaps=s.gaps, checksum_failures=s.checksum_failures,
+        dead_letters=s.dead_letters, detail=s.detail)

@@ -10,11 +10,13 @@ import asyncio
 import functools
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn, Protocol
 
 import grpc
 from marketdata.v1 import alert_service_pb2, market_data_service_pb2
 
+from feeds.protocols import FeedStatus
 from server.engine.alerts import AlertSource
 from server.engine.candles import Candle
 from server.engine.engine import Engine
@@ -52,10 +54,13 @@ async def _not_found(context: Ctx, message: str) -> NoReturn:
 class MarketData:
     """Unary snapshot RPCs of MarketDataService (streams live in ``streams``; ``streams.register`` wires both)."""
 
-    def __init__(self, engine: Engine, *, max_depth: int = 1000, store: CandleStore | None = None) -> None:
+    def __init__(self, engine: Engine, *, max_depth: int = 1000, store: CandleStore | None = None,
+                 feeds: Sequence[object] = ()) -> None:
         self.engine = engine
         self.max_depth = max_depth
         self.store = store
+        self.feeds = feeds
+        """The running feeds; those with ``status()`` (feeds.protocols.ReportsStatus) answer GetFeedStatus."""
 
     # -- validation helpers ---------------------------------------------------------------------
 
@@ -220,6 +225,19 @@ class MarketData:
         if rate is None:
             await _not_found(context, f"no funding rate for {request.symbol!r}")
         return pb.GetFundingRateResponse(funding_rate=convert.funding_rate_pb(rate))
+
+    async def GetFeedStatus(self, request: pb.GetFeedStatusRequest, context: Ctx) -> pb.GetFeedStatusResponse:
+        return pb.GetFeedStatusResponse(feeds=[convert.feed_status_pb(s) for s in feed_statuses(self.feeds)])
+
+
+def feed_statuses(feeds: Iterable[object]) -> list[FeedStatus]:
+    """The status of every feed that reports one (all of this repository's feeds do)."""
+    out: list[FeedStatus] = []
+    for feed in feeds:
+        status = getattr(feed, "status", None)
+        if callable(status):
+            out.append(status())
+    return out
 
 
 class Alerts:

@@ -23,6 +23,7 @@ from marketdata.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
     candle_pb2,
+    feed_pb2,
     market_data_service_pb2,
     market_data_service_pb2_grpc,
 )
@@ -165,8 +166,19 @@ def test_prometheus_metrics(service: Service) -> None:
     assert samples["md_events_applied_total"] > 0
     for name in ("md_ingest_lag_ms", "md_seq_gap_total", "md_ws_clients", "md_snapshot_latency_ms",
                  "md_ohlcv_candles_closed_total", "md_index_price_source_staleness_ms", "md_stream_subscribers",
-                 "md_stream_queued_updates", "md_rpc_total", "md_events_applied_total"):
+                 "md_stream_queued_updates", "md_rpc_total", "md_events_applied_total", "md_feed_up",
+                 "md_feed_last_event_age_ms", "md_feed_events_total", "md_feed_dead_letters_total"):
         assert name in text, name
+    assert samples['md_feed_up{feed="simulator"}'] == 1
+    assert samples['md_feed_events_total{feed="simulator"}'] > 0
+
+
+def test_feed_status(service: Service) -> None:
+    (feed,) = service.md.GetFeedStatus(pb.GetFeedStatusRequest()).feeds
+    assert feed.name == "simulator" and feed.kind == "sim"
+    assert feed.state == feed_pb2.FEED_STATE_LIVE
+    assert feed.events > 0 and 0 <= feed.last_event_age_ms < 5_000
+    assert feed.dead_letters == 0 and "events/s" in feed.detail
 
 
 def test_alert_crud(service: Service) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from feeds.file_feed import (
     release_offsets,
     schedule,
 )
-from feeds.protocols import DeadLetter
+from feeds.protocols import FEED_STATES, DeadLetter
 from server.engine.events import ClockTick, Event, Side, Trade
 
 MS = 1_000_000
@@ -182,3 +183,19 @@ def test_dead_letter_log_is_bounded_and_forwards() -> None:
         log.append(DeadLetter("src", f"r{i}", "", 0))
     assert log.total == 10 and len(log.recent) == 3 and log.recent[0].reason == "r7"
     assert log.by_source == {"src": 10} and len(forwarded) == 10
+
+
+def test_status_follows_the_replay() -> None:
+    events = [Trade("v", "S", str(i), 100, 1, Side.BUY, i, i) for i in range(10)]
+    feed = FileFeed("f", lambda: iter(events), MAX_SPEED, offload=False)
+    before = feed.status()
+    assert before.state == "stopped" and before.events == 0 and before.last_event_age_ns is None
+
+    class Sink:
+        async def put(self, batch: list[Any], /) -> None:
+            pass
+
+    asyncio.run(feed.run(Sink()))
+    after = feed.status()
+    assert after.state == "done" and after.events == 10 and after.kind == "file"
+    assert after.last_event_age_ns is not None and after.state in FEED_STATES

@@ -220,7 +220,10 @@ def test_replay_is_repeatable_and_malformed_lines_become_dead_letters(tmp_path: 
 def test_live_feed_specs_build_their_feeds(text: str, kind: str, feed_class: str) -> None:
     spec = parse_feed_spec(text)
     assert spec.kind == kind
-    assert type(build_feed(spec)).__name__ == feed_class  # built, not started: no connection is made
+    feed = build_feed(spec)
+    assert type(feed).__name__ == feed_class  # built, not started: no connection is made
+    status = feed.status()  # type: ignore[attr-defined]  # every feed here reports one (ReportsStatus)
+    assert status.kind == kind and status.state == "stopped" and status.last_event_age_ns is None
 
 
 @pytest.mark.parametrize("text", ["kafka:bogus=1", "ccxt:symbols=BTC/USDT", "fix:host=127.0.0.1"])

@@ -25,6 +25,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from marketdata.v1 import alert_pb2 as _alert_pb2
 from marketdata.v1 import book_pb2 as _book_pb2
 from marketdata.v1 import candle_pb2 as _candle_pb2
+from marketdata.v1 import feed_pb2 as _feed_pb2
 from marketdata.v1 import instrument_pb2 as _instrument_pb2
 from marketdata.v1 import pricing_pb2 as _pricing_pb2
 from marketdata.v1 import quality_pb2 as _quality_pb2
@@ -525,9 +526,46 @@ class GetTickerResponse(_message.Message):
 Global___GetTickerResponse: _TypeAlias = GetTickerResponse  # noqa: Y015
 
 @_typing.final
-class GetCandlesRequest(_message.Message):
+class GetFeedStatusRequest(_message.Message):
     """Request of GetCandles."""
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedStatusRequest: _TypeAlias = GetFeedStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetFeedStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feeds(self) -> _containers.RepeatedCompositeFieldContainer[_feed_pb2.FeedStatus]:
+        """One entry per feed, in the order the service was started with."""
+
+    def __init__(
+        self,
+        *,
+        feeds: _abc.Iterable[_feed_pb2.FeedStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feeds", b"feeds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFeedStatusResponse: _TypeAlias = GetFeedStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetCandlesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SYMBOL_FIELD_NUMBER: _builtins.int

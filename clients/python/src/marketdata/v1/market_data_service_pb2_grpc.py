@@ -91,6 +91,11 @@ class MarketDataServiceStub:
                 request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateResponse.FromString,
                 _registered_method=True)
+        self.GetFeedStatus = channel.unary_unary(
+                '/marketdata.v1.MarketDataService/GetFeedStatus',
+                request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.FromString,
+                _registered_method=True)
         self.StreamOrderBook = channel.unary_stream(
                 '/marketdata.v1.MarketDataService/StreamOrderBook',
                 request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.StreamOrderBookRequest.SerializeToString,
@@ -231,6 +236,14 @@ class MarketDataServiceServicer:
 
     def GetFundingRate(self, request, context):
         """Returns the current (predicted) funding rate of a perpetual.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFeedStatus(self, request, context):
+        """Returns the health of every feed the service reads from: state, last event age, reconnects,
+        gaps, checksum failures and dead letters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -381,6 +394,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetFundingRate,
                     request_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateResponse.SerializeToString,
+            ),
+            'GetFeedStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFeedStatus,
+                    request_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.SerializeToString,
             ),
             'StreamOrderBook': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamOrderBook,
@@ -742,6 +760,33 @@ class MarketDataService:
             '/marketdata.v1.MarketDataService/GetFundingRate',
             marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateRequest.SerializeToString,
             marketdata_dot_v1_dot_market__data__service__pb2.GetFundingRateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFeedStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/GetFeedStatus',
+            marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.SerializeToString,
+            marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

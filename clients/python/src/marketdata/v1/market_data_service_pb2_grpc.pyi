@@ -73,6 +73,10 @@ class MarketDataServiceStub:
     """Returns the current mark price of a perpetual."""
     GetFundingRate: _grpc.UnaryUnaryMultiCallable[_market_data_service_pb2.GetFundingRateRequest, _market_data_service_pb2.GetFundingRateResponse]
     """Returns the current (predicted) funding rate of a perpetual."""
+    GetFeedStatus: _grpc.UnaryUnaryMultiCallable[_market_data_service_pb2.GetFeedStatusRequest, _market_data_service_pb2.GetFeedStatusResponse]
+    """Returns the health of every feed the service reads from: state, last event age, reconnects,
+    gaps, checksum failures and dead letters.
+    """
     StreamOrderBook: _grpc.UnaryStreamMultiCallable[_market_data_service_pb2.StreamOrderBookRequest, _market_data_service_pb2.StreamOrderBookResponse]
     """Streams the L2 book of a symbol on one or all venues: first a BookSnapshot per venue, then
     BookDeltas, with a BookGap and a fresh snapshot whenever a venue book loses continuity.
@@ -136,6 +140,10 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     """Returns the current mark price of a perpetual."""
     GetFundingRate: _aio.UnaryUnaryMultiCallable[_market_data_service_pb2.GetFundingRateRequest, _market_data_service_pb2.GetFundingRateResponse]  # type: ignore[assignment]
     """Returns the current (predicted) funding rate of a perpetual."""
+    GetFeedStatus: _aio.UnaryUnaryMultiCallable[_market_data_service_pb2.GetFeedStatusRequest, _market_data_service_pb2.GetFeedStatusResponse]  # type: ignore[assignment]
+    """Returns the health of every feed the service reads from: state, last event age, reconnects,
+    gaps, checksum failures and dead letters.
+    """
     StreamOrderBook: _aio.UnaryStreamMultiCallable[_market_data_service_pb2.StreamOrderBookRequest, _market_data_service_pb2.StreamOrderBookResponse]  # type: ignore[assignment]
     """Streams the L2 book of a symbol on one or all venues: first a BookSnapshot per venue, then
     BookDeltas, with a BookGap and a fresh snapshot whenever a venue book loses continuity.
@@ -262,6 +270,16 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_market_data_service_pb2.GetFundingRateResponse, _abc.Awaitable[_market_data_service_pb2.GetFundingRateResponse]]:
         """Returns the current (predicted) funding rate of a perpetual."""
+
+    @_abc_1.abstractmethod
+    def GetFeedStatus(
+        self,
+        request: _market_data_service_pb2.GetFeedStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_market_data_service_pb2.GetFeedStatusResponse, _abc.Awaitable[_market_data_service_pb2.GetFeedStatusResponse]]:
+        """Returns the health of every feed the service reads from: state, last event age, reconnects,
+        gaps, checksum failures and dead letters.
+        """
 
     @_abc_1.abstractmethod
     def StreamOrderBook(
