@@ -149,14 +149,16 @@ class _Group:
             self.total_nonbook += entry.nonbook
             start = end
 
-    def push_latest(self, key: Hashable, enc: Encoded) -> None:
+    def push_latest(self, key: Hashable, enc: Encoded, wake: bool = True) -> None:
+        """Replace the latest value of ``key``; ``wake=False`` leaves waking the members to the caller."""
         if key in self.latest:
             self.conflations += len(self.members)
             del self.latest[key]  # re-insert: the dict stays in version order
         self.version += 1
         self.latest[key] = (self.version, enc.update() if self.multiplexed else enc.stream())
-        for sub in self.members:
-            sub.wake.set()
+        if wake:
+            for sub in self.members:
+                sub.wake.set()
 
     def trim(self) -> None:
         """Forget log entries every member has read, and latest values every member has taken."""
@@ -427,6 +429,7 @@ class Hub:
         subs = self.subscribers
         seqs = self.book_sequence
         batched: dict[Topic, list[Encoded]] = {}
+        touched: set[_Group] = set()
         for u in updates:
             kind = type(u)
             if kind is BookDelta or kind is BookSnapshot or kind is Quote:
@@ -458,14 +461,16 @@ class Hub:
                 if targets:
                     enc = Encoded(convert.nbbo_pb(n).SerializeToString(), NBBO)
                     for g in targets:
-                        g.push_latest(("nbbo", n.symbol), enc)
+                        g.push_latest(("nbbo", n.symbol), enc, wake=False)
+                    touched.update(targets)
             elif kind is Candle:
                 c: Candle = u  # type: ignore[assignment]
                 targets = subs.get(("candles", c.venue, c.symbol, str(int(c.interval))))
                 if targets:
                     enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
                     for g in targets:
-                        g.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc)
+                        g.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc, wake=False)
+                    touched.update(targets)
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
                 targets = subs.get(("book", change.venue, change.symbol))
@@ -479,7 +484,7 @@ class Hub:
                         batched.setdefault(("book", change.venue, change.symbol), []).append(
                             Encoded(gap.SerializeToString(), BOOK))
             elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
-                self._pricing(u, subs)
+                self._pricing(u, subs, touched)
             elif kind is AlertTrigger:
                 trig: AlertTrigger = u  # type: ignore[assignment]
                 topic = ("alerts", trig.alert.symbol)
@@ -495,8 +500,6 @@ class Hub:
                     for topic in (one, anyv):
                         if topic in subs:
                             batched.setdefault(topic, []).append(enc)
-        if not batched:
-            return
         # One part per (topic, framing), one log entry per group: the cost is per group, not per subscriber.
         per_group: dict[_Group, list[Part]] = {}
         stream_parts: dict[Topic, list[Part]] = {}
@@ -523,8 +526,12 @@ class Hub:
                 group.members.discard(sub)  # overflowed: its stream ends, it reads no more
             if len(group.log) >= 32 or left:
                 group.trim()
+        for group in touched:  # latest values changed: wake each member once per batch
+            if group not in per_group:
+                for sub in group.members:
+                    sub.wake.set()
 
-    def _pricing(self, u: object, subs: dict[Topic, set[_Group]]) -> None:
+    def _pricing(self, u: object, subs: dict[Topic, set[_Group]], touched: set[_Group]) -> None:
         if isinstance(u, IndexPrice):
             topic: Topic = ("index", u.symbol)
             targets = subs.get(topic)
@@ -541,7 +548,8 @@ class Hub:
             return
         if targets and enc is not None:
             for g in targets:
-                g.push_latest(topic, enc)
+                g.push_latest(topic, enc, wake=False)
+            touched.update(targets)
 
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 

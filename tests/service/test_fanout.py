@@ -213,3 +213,19 @@ def test_a_large_batch_is_cut_so_messages_stay_bounded() -> None:
         ids += got
     assert ids == [str(i) for i in range(5000)]
     assert max(sizes) <= 2000, "a message takes whole entries of at most 1000 items until it holds 1000"
+
+
+def test_a_waiting_reader_is_woken_by_a_conflated_update() -> None:
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber()
+    hub.subscribe(sub, [("nbbo", "S")])
+
+    async def run() -> bytes:
+        reader = asyncio.create_task(sub.next_message())
+        await asyncio.sleep(0.01)
+        assert not reader.done()
+        _apply(engine, hub, BookDelta("v", "S", 2, 2, ((100, 7),), (), 2, 2))  # only the NBBO changes
+        return await asyncio.wait_for(reader, 1.0)
+
+    message = pb.StreamNbboResponse.FromString(asyncio.run(run()))
+    assert [n.bid_size for n in message.nbbos] == [7]
