@@ -108,6 +108,7 @@ def test_sequence_break_resyncs_that_symbol_only() -> None:
     assert [r.symbol for r in resets] == ["NKN/USDT"]
     assert "ChecksumError" in resets[0].reason
     assert feed.counters.checksum_failures == 1
+    assert feed.status().checksum_failures == 1
     assert feed.counters.resyncs_by_symbol == {"NKN/USDT": 1}
     assert feed.counters.reconnects == 0 and feed.counters.sessions == 1
     assert sorted(venue.depth_requests) == ["LRCBTC", "NKNUSDT", "NKNUSDT"]  # a new snapshot for NKN only
@@ -153,6 +154,7 @@ def test_circuit_breaker_opens_then_half_open_attempt_closes_it() -> None:
             assert feed.health().consecutive_failures == 3 and feed.counters.sessions == 3
             await asyncio.sleep(0.1)
             assert feed.health().state == "circuit-open"
+            assert feed.status().state == "circuit_open"
             requests = venue.requests
             await asyncio.sleep(0.8)
             assert venue.requests == requests  # nothing is tried while the breaker is open
@@ -160,6 +162,7 @@ def test_circuit_breaker_opens_then_half_open_attempt_closes_it() -> None:
             assert await wait_until(lambda: feed.warm, 15)
             assert feed.breaker.state == "closed" and feed.breaker.opened == 1
             assert feed.health().state == "live"
+            assert feed.status().state == "live" and feed.status().events > 0
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -201,6 +201,7 @@ def test_fix_feed_end_to_end(lp: LiquidityProvider, feed: tuple[FixFeed, Collect
                                         "\x01269=0\x01", "\x01269=1\x01", "\x01269=2\x01"))
     _wait(lambda: fix_feed.warm, "warm feed")
     assert fix_feed.health.state == "connected" and fix_feed.health.logons == 1
+    assert fix_feed.status().state == "live" and fix_feed.status().kind == "fix"
     rejects = list(fix_feed.rejects)
     assert len(rejects) == 1 and rejects[0].symbol == "XAU/USD" and rejects[0].reason == "unknown symbol"
     assert rejects[0].text == "unknown symbol XAU/USD" and fix_feed.health.rejects == 1
@@ -284,6 +285,7 @@ def test_fix_feed_end_to_end(lp: LiquidityProvider, feed: tuple[FixFeed, Collect
     _wait(lambda: fix_feed.health.state == "stale", "stale after the LP stopped")
     time.sleep(1.5)  # more than ReconnectInterval: quickfix retries and fails meanwhile
     assert fix_feed.health.state == "stale"
+    assert fix_feed.status().state == "stale" and fix_feed.status().reconnects == 1
     engine = _engine(sink.snapshot())
     book = engine.book("lp1", "EUR/USD")
     assert book is not None and not book.synced

@@ -194,6 +194,8 @@ def test_every_event_arrives_once_in_order_and_offsets_are_committed(kafka_broke
             await _wait_for(lambda: len(sink.events) >= len(expected) and feed.committed == ends,
                             "all events and their commits")
             await _wait_for(lambda: feed.warm, "warm")
+            status = feed.status()
+            assert status.state == "live" and status.events == len(expected) and status.last_event_age_ns is not None
         assert len(sink.events) == len(expected)
         for symbol in SYMBOLS:  # per-symbol order is the engine's
             got = [_strip(e) for e in sink.events if getattr(e, "symbol", "") == symbol]
@@ -484,6 +486,8 @@ def test_no_broker_means_reconnect_attempts_not_a_crash() -> None:
         feed = KafkaFeed(config)
         async with _running(feed, MemorySink()):
             await _wait_for(lambda: feed.reconnects >= 3, "reconnect attempts", timeout=30)
+            status = feed.status()
+            assert status.state == "stale" and status.reconnects >= 3 and status.kind == "kafka"
         assert not feed.warm
 
     _run(scenario)
