@@ -383,6 +383,9 @@ def test_snapshots_through_the_facade(service: Service) -> None:
             funding = await client.funding_rate("BTC-PERP")
             assert funding.next_funding_time_ns > 0 and funding.interval_ns > 0
             assert isinstance(funding.rate, Decimal)
+            (feed,) = await client.feed_status()
+            assert feed.kind == "sim" and feed.state == "live" and feed.events > 0
+            assert feed.last_event_age_ms is not None and feed.dead_letters == 0
 
             # The raw stubs stay available (e.g. for streams) and agree with the facade.
             raw_nbbo = (await client.stub.GetNbbo(market_data_service_pb2.GetNbboRequest(symbol="EUR/USD"))).nbbo

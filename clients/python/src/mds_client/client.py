@@ -35,6 +35,7 @@ from mds_client.models import (
     Alert,
     Candle,
     ConsolidatedBook,
+    FeedStatus,
     FundingRate,
     IndexPrice,
     Instrument,
@@ -214,6 +215,11 @@ class MarketDataClient:
         request = _md.GetFundingRateRequest(symbol=symbol)
         response = await self._call(self.stub.GetFundingRate(request, timeout=self.timeout))
         return FundingRate.from_pb(response.funding_rate)
+
+    async def feed_status(self) -> list[FeedStatus]:
+        """The health of every feed the service reads from, in the order it was started with."""
+        response = await self._call(self.stub.GetFeedStatus(_md.GetFeedStatusRequest(), timeout=self.timeout))
+        return [FeedStatus.from_pb(msg) for msg in response.feeds]
 
     # -- AlertService ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from marketdata.v1 import (
     book_pb2,
     candle_pb2,
     common_pb2,
+    feed_pb2,
     instrument_pb2,
     pricing_pb2,
     ticker_pb2,
@@ -32,6 +33,7 @@ __all__ = [
     "ConsolidatedBook",
     "ConsolidatedLevel",
     "ExcludedVenue",
+    "FeedStatus",
     "FundingRate",
     "IndexComponent",
     "IndexPrice",
@@ -497,4 +499,38 @@ class Alert:
             threshold=from_fixed(msg.threshold),
             created_ns=msg.created_ns,
             triggered=msg.triggered,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """The health of one of the service's feeds; ``state`` is lowercase ("live", "stale", ...)."""
+
+    name: str
+    kind: str
+    state: str
+    last_event_age_ms: int | None
+    """None before the feed delivered anything."""
+    events: int
+    reconnects: int
+    gaps: int
+    checksum_failures: int
+    dead_letters: int
+    detail: str
+
+    @classmethod
+    def from_pb(cls, msg: feed_pb2.FeedStatus) -> Self:
+        """Convert a ``marketdata.v1.FeedStatus``."""
+        state = feed_pb2.FeedState.Name(msg.state).removeprefix("FEED_STATE_").lower()
+        return cls(
+            name=msg.name,
+            kind=msg.kind,
+            state=state,
+            last_event_age_ms=None if msg.last_event_age_ms < 0 else msg.last_event_age_ms,
+            events=msg.events,
+            reconnects=msg.reconnects,
+            gaps=msg.gaps,
+            checksum_failures=msg.checksum_failures,
+            dead_letters=msg.dead_letters,
+            detail=msg.detail,
         )
