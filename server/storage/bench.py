@@ -1,4 +1,4 @@
-"""Write throughput of the embedded store: ``bench_writes(n)`` -> trade rows per second.
+"""Write throughput of the embedded store: ``bench_writes(n)`` -> trade rows per second; book deltas too.
 
 Measures what the service pays per batch: building the Arrow batch from ``Trade`` tuples plus the chdb
 insert (not generating the trades). Not a timed test; run ``python -m server.storage.bench [n] [batch]``.
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.engine.events import Side, Trade
+from server.engine.events import BookDelta, Side, Trade
 from server.storage.store import EmbeddedStore
 
 _T0 = 1_700_000_000_000_000_000
@@ -35,6 +35,15 @@ def make_trades(n: int, *, symbols: int = 10, venues: int = 3, start: int = 0) -
     ]
 
 
+def make_deltas(n: int, *, symbols: int = 10, venues: int = 3) -> list[BookDelta]:
+    """``n`` synthetic one-level-per-side book deltas (the book tables are encoded column by column)."""
+    return [
+        BookDelta(f"venue{i % venues}", f"SYM{i % symbols}USDT", i, i, ((60_000_000_000_000 - i % 500, 1_000 + i),),
+                  ((60_001_000_000_000 + i % 500, 2_000),), _T0 + i * 1_000, _T0 + i * 1_000 + 250_000)
+        for i in range(n)
+    ]
+
+
 def bench_writes(n: int, batch: int = 50_000, store: EmbeddedStore | None = None) -> float:
     """Write ``n`` trades in batches of ``batch``; returns rows per second (encode + insert).
 
@@ -49,7 +58,7 @@ def bench_writes(n: int, batch: int = 50_000, store: EmbeddedStore | None = None
         return _timed(st, trades, batch)
 
 
-def _timed(store: EmbeddedStore, trades: list[Trade], batch: int) -> float:
+def _timed(store: EmbeddedStore, trades: list[Trade] | list[BookDelta], batch: int) -> float:
     written = 0
     t = time.perf_counter()
     for i in range(0, len(trades), batch):
@@ -65,6 +74,8 @@ def main(argv: list[str]) -> None:
         bench_writes(min(n, 100_000), 50_000, st)  # warm-up (pyarrow / engine initialization)
         for b in batches:
             print(f"trades n={n:,} batch={b:,}: {bench_writes(n, b, st):,.0f} rows/s")
+        deltas = make_deltas(min(n, 500_000))
+        print(f"book deltas n={len(deltas):,} batch=50,000: {_timed(st, deltas, 50_000):,.0f} rows/s")
 
 
 if __name__ == "__main__":
