@@ -193,6 +193,7 @@ class KafkaFeed:
         self._warm = False
         self._idle: asyncio.Event | None = None
         self._connected = False
+        self._running = False
         self._last_ns = 0
 
     @property
@@ -205,7 +206,7 @@ class KafkaFeed:
 
     def status(self) -> FeedStatus:
         """ReportsStatus: live once partitions are assigned and polled; stale while reconnecting."""
-        if self._idle is None:
+        if not self._running:
             state = "stopped"
         elif self._connected:
             state = "live" if self._warm else "connecting"
@@ -221,26 +222,30 @@ class KafkaFeed:
         barrier: Callable[[], Awaitable[None]] | None = getattr(sink, "barrier", None)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._running = True
         backoff = self.config.reconnect_backoff_s
-        while True:
-            consumer = self._new_consumer()
-            try:
-                await consumer.start()
-                self._connected = True
-                backoff = self.config.reconnect_backoff_s
-                await self._consume(consumer, sink, barrier)
-            except KafkaError as exc:
-                self._connected = False
-                self.reconnects += 1
-                log.warning("kafka feed %s: %s; reconnecting in %.1f s", self.name, exc, backoff)
-            finally:
-                self.assignment = frozenset()
+        try:
+            while True:
+                consumer = self._new_consumer()
                 try:
-                    await consumer.stop()
-                except Exception as exc:  # a half-started client may fail to close; it holds nothing then
-                    log.debug("kafka feed %s: stop failed: %s", self.name, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.config.reconnect_max_backoff_s)
+                    await consumer.start()
+                    self._connected = True
+                    backoff = self.config.reconnect_backoff_s
+                    await self._consume(consumer, sink, barrier)
+                except KafkaError as exc:
+                    self.reconnects += 1
+                    log.warning("kafka feed %s: %s; reconnecting in %.1f s", self.name, exc, backoff)
+                finally:
+                    self._connected = False
+                    self.assignment = frozenset()
+                    try:
+                        await consumer.stop()
+                    except Exception as exc:  # a half-started client may fail to close; it holds nothing then
+                        log.debug("kafka feed %s: stop failed: %s", self.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.reconnect_max_backoff_s)
+        finally:
+            self._running = False
 
     def _new_consumer(self) -> Any:
         c = self.config

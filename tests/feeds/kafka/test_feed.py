@@ -196,6 +196,7 @@ def test_every_event_arrives_once_in_order_and_offsets_are_committed(kafka_broke
             await _wait_for(lambda: feed.warm, "warm")
             status = feed.status()
             assert status.state == "live" and status.events == len(expected) and status.last_event_age_ns is not None
+        assert feed.status().state == "stopped"
         assert len(sink.events) == len(expected)
         for symbol in SYMBOLS:  # per-symbol order is the engine's
             got = [_strip(e) for e in sink.events if getattr(e, "symbol", "") == symbol]
