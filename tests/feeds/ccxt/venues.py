@@ -132,9 +132,17 @@ class VenueServer:
         conn = Connection(ws)
         self.connections.append(conn)
         try:
+            for greeting in self.on_connect(conn):
+                await ws.send_str(greeting)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    for reply in self.on_message(conn, json.loads(msg.data)):
+                    try:
+                        decoded = json.loads(msg.data)
+                    except ValueError:
+                        replies = self.on_text(conn, msg.data)
+                    else:
+                        replies = self.on_message(conn, decoded)
+                    for reply in replies:
                         await ws.send_str(reply)
                     if self.start_when <= set().union(*(c.streams for c in self.connections)):
                         self._subscribed.set()
@@ -168,8 +176,16 @@ class VenueServer:
     def rest(self, request: web.Request) -> web.Response:
         raise NotImplementedError
 
+    def on_connect(self, conn: Connection) -> list[str]:
+        """Frames sent as soon as a WebSocket opens (a venue's welcome message)."""
+        return []
+
     def on_message(self, conn: Connection, msg: Any) -> list[str]:
         raise NotImplementedError
+
+    def on_text(self, conn: Connection, text: str) -> list[str]:
+        """A client frame that is not JSON (e.g. a plain ``ping``)."""
+        return []
 
     def advance(self, index: int, frame: Frame) -> str | None:
         """Apply frame ``index`` to the venue state; the text to send (None: nothing)."""
@@ -400,3 +416,309 @@ class KrakenVenue(VenueServer):
         return (f'{{"channel":"book","type":"update","data":[{{"symbol":"{symbol}",'
                 f'"bids":{_levels_json(up_bids)},"asks":{_levels_json(up_asks)},'
                 f'"checksum":{checksum},"timestamp":"{_iso(latest)}"}}]}}')
+
+
+# -- Coinbase Advanced Trade (ccxt ``coinbase``) ----------------------------------------------------
+
+V3_CAPTURES = CAPTURES / "v3_jsonl"
+_CB_SIDES = {"bid": True, "offer": False}
+
+
+def v3_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a cryptofeed v3 ``*.jsonl.zst`` capture (header, http, connect, send, recv)."""
+    import zstandard
+
+    with path.open("rb") as fh:
+        text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class CoinbaseVenue(VenueServer):
+    """Coinbase Advanced Trade REST + WebSocket (``level2`` / ``market_trades``) from ``v3_jsonl/COINBASE``.
+
+    - ``GET /api/v3/brokerage/market/products``: the recorded response, byte for byte (with
+      ``product_type=FUTURE``: no products, as for a spot-only account);
+    - ``GET /v2/currencies``, ``/v2/currencies/crypto``, ``/v2/exchange-rates`` (ccxt's
+      ``fetch_currencies``; not in the capture): derived from the recorded products;
+    - WebSocket: ``{"type":"subscribe","product_ids":[...],"channel":"level2"|"market_trades"}`` is
+      acknowledged with a ``subscriptions`` message; then every recorded ``l2_data`` / ``market_trades``
+      frame of a subscribed product is sent as recorded (raw text). A ``level2`` subscription made after
+      the recorded snapshot (a reconnect) gets the venue's current book as an ``l2_data`` snapshot.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        frames: list[Frame] = []
+        self.products = ""
+        for rec in v3_records(V3_CAPTURES / "COINBASE.jsonl.zst"):
+            if rec["t"] == "http" and rec["url"].endswith("/api/v3/brokerage/market/products"):
+                self.products = rec["data"]
+            if rec["t"] != "recv":
+                continue
+            msg = json.loads(rec["data"])
+            channel = msg.get("channel")
+            if channel not in ("l2_data", "market_trades"):
+                continue
+            event = msg["events"][0]
+            product = event["product_id"] if channel == "l2_data" else event["trades"][0]["product_id"]
+            name = "level2" if channel == "l2_data" else "market_trades"
+            frames.append(Frame(f"{name}:{product}", int(rec["ts"] * _NS), rec["data"]))
+        super().__init__(frames, **kwargs)
+        self.books: dict[str, tuple[_Side, _Side]] = {}
+        self.book_time: dict[str, str] = {}
+        self._seq = 0
+
+    def currencies(self, crypto: bool) -> dict[str, Any]:
+        fiat = {"USD", "EUR", "GBP", "USDC"} if not crypto else set()
+        seen: dict[str, str] = {}
+        for product in json.loads(self.products)["products"]:
+            for code, name in ((product["base_currency_id"], product["base_name"]),
+                               (product["quote_currency_id"], product["quote_name"])):
+                seen.setdefault(code, name or code)
+        if crypto:
+            return {"data": [{"asset_id": f"asset-{code}", "code": code, "name": name, "exponent": 8,
+                              "type": "crypto"} for code, name in seen.items() if code not in {"USD", "EUR", "GBP"}]}
+        return {"data": [{"id": code, "name": name, "min_size": "0.01"} for code, name in seen.items()
+                         if code in fiat]}
+
+    def rest(self, request: web.Request) -> web.Response:
+        path = request.path
+        if path.endswith("/api/v3/brokerage/market/products"):
+            if request.query.get("product_type") == "FUTURE":
+                return web.json_response({"products": [], "num_products": 0})
+            return web.Response(text=self.products, content_type="application/json")
+        if path.endswith("/v2/currencies"):
+            return web.json_response(self.currencies(crypto=False))
+        if path.endswith("/v2/currencies/crypto"):
+            return web.json_response(self.currencies(crypto=True))
+        if path.endswith("/v2/exchange-rates"):
+            return web.json_response({"data": {"currency": "USD", "rates": {}}})
+        return web.json_response({"error": "NOT_FOUND", "message": f"not served here: {path}"}, status=404)
+
+    def _envelope(self, channel: str, events: list[dict[str, Any]]) -> str:
+        self._seq += 1
+        return json.dumps({"channel": channel, "client_id": "", "timestamp": "2026-08-09T21:05:48.000000000Z",
+                           "sequence_num": self._seq, "events": events})
+
+    def on_message(self, conn: Connection, msg: Any) -> list[str]:
+        if msg.get("type") != "subscribe":
+            return []
+        channel = msg.get("channel", "")
+        products = list(msg.get("product_ids", []))
+        replies = []
+        for product in products:
+            conn.streams.add(f"{channel}:{product}")
+            self.subscribes.append(f"{channel}:{product}")
+            if channel == "level2" and product in self.books:  # subscribed after the recorded snapshot
+                replies.append(self._snapshot_text(product))
+        subs: dict[str, set[str]] = {}
+        for stream in conn.streams:
+            name, _, product = stream.partition(":")
+            subs.setdefault(name, set()).add(product)
+        replies.insert(0, self._envelope("subscriptions", [{"subscriptions": {
+            k: sorted(v) for k, v in sorted(subs.items())}}]))
+        return replies
+
+    def _snapshot_text(self, product: str) -> str:
+        bids, asks = self.books[product]
+        stamp = self.book_time.get(product, "2026-08-09T21:05:48.000000Z")
+        updates = [{"side": "bid", "event_time": stamp, "price_level": p, "new_quantity": q} for p, q in bids.sorted()]
+        updates += [{"side": "offer", "event_time": stamp, "price_level": p, "new_quantity": q}
+                    for p, q in asks.sorted()]
+        return self._envelope("l2_data", [{"type": "snapshot", "product_id": product, "updates": updates}])
+
+    def advance(self, index: int, frame: Frame) -> str | None:
+        text: str = frame.payload
+        if frame.stream.startswith("level2:"):
+            msg = json.loads(text)
+            event = msg["events"][0]
+            product = event["product_id"]
+            if event["type"] == "snapshot":
+                self.books[product] = (_Side(descending=True), _Side(descending=False))
+            if product in self.books:
+                bids, asks = self.books[product]
+                for row in event["updates"]:
+                    (bids if _CB_SIDES[row["side"]] else asks).set(row["price_level"], row["new_quantity"])
+                    self.book_time[product] = row["event_time"]
+        return text
+
+
+# -- BitMEX (ccxt ``bitmex``) ---------------------------------------------------------------------------
+
+_BITMEX_WELCOME = ('{"info":"Welcome to the BitMEX Realtime API.","version":"2021-07-14T01:26:29.000Z",'
+                   '"timestamp":"2021-07-22T22:36:07.865Z","docs":"https://www.bitmex.com/app/wsAPI",'
+                   '"limit":{"remaining":39}}')
+
+
+class BitmexVenue(VenueServer):
+    """BitMEX REST + realtime WebSocket (``orderBookL2`` / ``trade``) from ``BITMEX.0`` + ``BITMEX.ws.1.0``.
+
+    - ``GET /api/v1/instrument/active``: the recorded response, byte for byte;
+      ``GET /api/v1/wallet/assets`` (ccxt's ``fetch_currencies``; not in the capture): ``[]``;
+    - WebSocket: the recorded welcome on connect; ``{"op":"subscribe","args":["orderBookL2:XBTUSD",...]}``
+      is acknowledged per topic as BitMEX does; then each recorded ``orderBookL2`` / ``trade`` frame of
+      a subscribed topic is sent as recorded (raw text; a frame holding several symbols would be split
+      per symbol). The venue keeps the id-keyed book; an ``orderBookL2`` subscription made after the
+      recorded ``partial`` (a reconnect) gets the current book as a ``partial``, a ``trade`` one an
+      empty ``partial``. A plain ``ping`` is answered ``pong``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        frames: list[Frame] = []
+        for kind, _, ts, body in _capture_lines(CAPTURES / "BITMEX.ws.1.0"):
+            if kind != "recv":
+                continue
+            msg = json.loads(body)
+            table = msg.get("table")
+            if table not in ("orderBookL2", "trade"):
+                continue
+            by_symbol: dict[str, list[Any]] = {}
+            for row in msg["data"]:
+                by_symbol.setdefault(row["symbol"], []).append(row)
+            for symbol, rows in by_symbol.items():
+                text = body if len(by_symbol) == 1 else json.dumps({**msg, "data": rows})
+                frames.append(Frame(f"{table}:{symbol}", ts, text))
+        super().__init__(frames, **kwargs)
+        self.instruments = _http_body(CAPTURES / "BITMEX.0", "/api/v1/instrument/active")
+        self.books: dict[str, dict[int, dict[str, Any]]] = {}
+        self.partials: dict[str, dict[str, Any]] = {}
+        self.trades_started: set[str] = set()
+
+    def rest(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/api/v1/instrument/active"):
+            return web.Response(text=self.instruments, content_type="application/json")
+        if request.path.endswith("/api/v1/wallet/assets"):
+            return web.json_response([])
+        return web.json_response({"error": {"message": f"Not served here: {request.path}", "name": "HTTPError"}},
+                                 status=404)
+
+    def on_connect(self, conn: Connection) -> list[str]:
+        return [_BITMEX_WELCOME]
+
+    def on_text(self, conn: Connection, text: str) -> list[str]:
+        return ["pong"] if text == "ping" else []
+
+    def on_message(self, conn: Connection, msg: Any) -> list[str]:
+        if msg.get("op") != "subscribe":
+            return []
+        replies = []
+        for topic in msg.get("args", []):
+            conn.streams.add(topic)
+            self.subscribes.append(topic)
+            replies.append(json.dumps({"success": True, "subscribe": topic, "request": msg}))
+            table, _, symbol = topic.partition(":")
+            if table == "orderBookL2" and symbol in self.books:  # subscribed after the recorded partial
+                replies.append(json.dumps({**self.partials[symbol], "data": list(self.books[symbol].values())}))
+            elif table == "trade" and symbol in self.trades_started:
+                replies.append(json.dumps({"table": "trade", "action": "partial", "keys": [],
+                                           "filter": {"symbol": symbol}, "data": []}))
+        return replies
+
+    def advance(self, index: int, frame: Frame) -> str | None:
+        text: str = frame.payload
+        table, _, symbol = frame.stream.partition(":")
+        if table == "trade":
+            self.trades_started.add(symbol)
+            return text
+        msg = json.loads(text)
+        action = msg["action"]
+        if action == "partial":
+            self.partials[symbol] = {k: v for k, v in msg.items() if k != "data"}
+            self.books[symbol] = {}
+        book = self.books.get(symbol)
+        if book is not None:
+            for row in msg["data"]:
+                if action == "delete":
+                    book.pop(row["id"], None)
+                elif action == "update":
+                    if row["id"] in book:
+                        book[row["id"]] = {**book[row["id"]], **row}
+                else:
+                    book[row["id"]] = row
+        return text
+
+
+# -- Coinbase Exchange, formerly Coinbase Pro (ccxt ``coinbaseexchange``) ----------------------------
+
+
+class CoinbaseExchangeVenue(VenueServer):
+    """Coinbase Exchange REST + ``ws-feed`` (``level2`` / ``matches``) from ``COINBASE.0`` + ``COINBASE.ws.28.0``.
+
+    The 2021 capture is Coinbase Pro's ``ws-feed``, which ccxt calls ``coinbaseexchange`` (ccxt's
+    ``coinbase`` is Advanced Trade: ``CoinbaseVenue``).
+
+    - ``GET /products``: the recorded response, byte for byte; ``GET /currencies`` (not in the capture):
+      derived from it (each base / quote currency, online);
+    - WebSocket: ``{"type":"subscribe","product_ids":[...],"channels":["level2"|"matches"]}`` is
+      acknowledged with a ``subscriptions`` message; then each recorded ``snapshot`` / ``l2update`` /
+      ``match`` / ``last_match`` frame of a subscribed product is sent as recorded (raw text). A
+      ``level2`` subscription made after the recorded snapshot (a reconnect) gets the current book as a
+      ``snapshot``.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        frames: list[Frame] = []
+        for kind, _, ts, body in _capture_lines(CAPTURES / "COINBASE.ws.28.0"):
+            if kind != "recv":
+                continue
+            msg = json.loads(body)
+            channel = {"snapshot": "level2", "l2update": "level2", "match": "matches",
+                       "last_match": "matches"}.get(msg.get("type", ""))
+            if channel is not None:
+                frames.append(Frame(f"{channel}:{msg['product_id']}", ts, body))
+        super().__init__(frames, **kwargs)
+        self.products = _http_body(CAPTURES / "COINBASE.0", "/products")
+        self.books: dict[str, tuple[_Side, _Side]] = {}
+
+    def currencies(self) -> list[dict[str, Any]]:
+        codes: dict[str, None] = {}
+        for product in json.loads(self.products):
+            codes.setdefault(product["base_currency"])
+            codes.setdefault(product["quote_currency"])
+        return [{"id": code, "name": code, "min_size": "0.00000001", "status": "online", "max_precision": "0.00000001",
+                 "details": {"type": "crypto"}} for code in codes]
+
+    def rest(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/products"):
+            return web.Response(text=self.products, content_type="application/json")
+        if request.path.endswith("/currencies"):
+            return web.json_response(self.currencies())
+        return web.json_response({"message": f"not served here: {request.path}"}, status=404)
+
+    def on_message(self, conn: Connection, msg: Any) -> list[str]:
+        if msg.get("type") != "subscribe":
+            return []
+        replies = []
+        for channel in msg.get("channels", []):
+            name = channel if isinstance(channel, str) else channel.get("name", "")
+            for product in msg.get("product_ids", []):
+                conn.streams.add(f"{name}:{product}")
+                self.subscribes.append(f"{name}:{product}")
+                if name == "level2" and product in self.books:  # subscribed after the recorded snapshot
+                    bids, asks = self.books[product]
+                    replies.append(json.dumps({"type": "snapshot", "product_id": product,
+                                               "bids": [list(x) for x in bids.sorted()],
+                                               "asks": [list(x) for x in asks.sorted()]}))
+        subs: dict[str, set[str]] = {}
+        for stream in conn.streams:
+            name, _, product = stream.partition(":")
+            subs.setdefault(name, set()).add(product)
+        replies.insert(0, json.dumps({"type": "subscriptions", "channels": [
+            {"name": k, "product_ids": sorted(v)} for k, v in sorted(subs.items())]}))
+        return replies
+
+    def advance(self, index: int, frame: Frame) -> str | None:
+        text: str = frame.payload
+        if frame.stream.startswith("level2:"):
+            msg = json.loads(text)
+            product = msg["product_id"]
+            if msg["type"] == "snapshot":
+                bids, asks = self.books[product] = (_Side(descending=True), _Side(descending=False))
+                for p, q in msg["bids"]:
+                    bids.set(p, q)
+                for p, q in msg["asks"]:
+                    asks.set(p, q)
+            elif product in self.books:
+                bids, asks = self.books[product]
+                for side, p, q in msg["changes"]:
+                    (bids if side == "buy" else asks).set(p, q)
+        return text
