@@ -127,7 +127,7 @@ format_storage() {
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   java_opts "$dir"
   java "${JAVA_OPTS[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
-    --cluster-id "$cluster_id" --config "$dir/server.properties" --ignore-formatted >"$dir/format.out" 2>&1 \
+    --cluster-id="$cluster_id" --config "$dir/server.properties" --ignore-formatted >"$dir/format.out" 2>&1 \
     || { cat "$dir/format.out" >&2; echo "kafka.sh: storage format failed" >&2; exit 1; }
 }
 

@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides={
             "feeds": tuple(args.feed) if args.feed else None,
+            "sources": tuple(args.source) if args.source else None,
             "grpc_host": args.host,
             "grpc_port": args.grpc_port,
             "metrics_port": args.metrics_port,
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML file with ServiceConfig keys")
     serve.add_argument("--feed", action="append",
                        help="feed spec, repeatable: sim[:k=v,...] or file:<format>:<path>[?speed=max|<N>x]")
+    serve.add_argument("--source", action="append",
+                       help="source priority of an instrument, repeatable: SYMBOL=VENUE[:SILENCE],...[@COMPOSITE]")
     serve.add_argument("--host", help="bind address (GRPC_HOST; default 127.0.0.1)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (GRPC_PORT; default 50051)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (METRICS_PORT; default 9100; -1 off)")

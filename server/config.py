@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from server.engine.sources import SourcePolicy, parse_source_spec
+
 
 class ConfigError(ValueError):
     """A configuration value or key that cannot be used; the message says which and why."""
@@ -46,6 +48,13 @@ class ServiceConfig:
     """Graceful-stop grace: streams drain and storage flushes within this many seconds."""
     log_level: str = "INFO"
     """Log level of the JSON logs (MDS_LOG_LEVEL)."""
+    sources: tuple[str, ...] = ()
+    """Source priority per instrument (MDS_SOURCES, ';'-separated; `--source` repeatable):
+    SYMBOL=VENUE[:SILENCE],...[@COMPOSITE], best first, e.g. BTC/USD=mx:500ms,binance,kraken@primary."""
+    source_silence_ms: int = 1000
+    """Silence threshold of a source listed without one."""
+    source_hold_ms: int = 2000
+    """Hold-down: a recovered source takes over from a healthy lower-ranked one after this long healthy."""
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port"):
@@ -62,6 +71,24 @@ class ServiceConfig:
             raise ConfigError("grace_s must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
+        if self.source_silence_ms <= 0 or self.source_hold_ms < 0:
+            raise ConfigError("source_silence_ms must be > 0 and source_hold_ms >= 0")
+        self.source_policies()  # refuses a bad spec now, not when serving
+
+    def source_policies(self) -> tuple[SourcePolicy, ...]:
+        """The parsed ``sources``; ConfigError for a bad spec or two specs for one symbol."""
+        policies: list[SourcePolicy] = []
+        for spec in self.sources:
+            try:
+                policies.append(parse_source_spec(spec, default_silence_ns=self.source_silence_ms * 1_000_000,
+                                                  hold_ns=self.source_hold_ms * 1_000_000))
+            except ValueError as exc:
+                raise ConfigError(f"sources: {exc}") from None
+        symbols = [p.symbol for p in policies]
+        twice = sorted({s for s in symbols if symbols.count(s) > 1})
+        if twice:
+            raise ConfigError(f"sources: more than one spec for {', '.join(twice)}")
+        return tuple(policies)
 
 
 _ENV = {
@@ -72,6 +99,7 @@ _ENV = {
     "MDS_DATA_DIR": "data_dir",
     "MDS_FEEDS": "feeds",
     "MDS_LOG_LEVEL": "log_level",
+    "MDS_SOURCES": "sources",
 }
 
 
@@ -83,7 +111,8 @@ def _coerce(name: str, value: Any) -> Any:
         if kind == "float":
             return float(value)
         if kind == "tuple[str, ...]":
-            items = value.split(",") if isinstance(value, str) else list(value)
+            # A source spec holds commas: a text list of them is ';'-separated.
+            items = value.split(";" if name == "sources" else ",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
         return str(value)
     except (TypeError, ValueError) as exc:

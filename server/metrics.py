@@ -24,6 +24,11 @@ INDEX_STALENESS_MS = Gauge("md_index_price_source_staleness_ms", "Age of each in
 EVENTS_APPLIED = Gauge("md_events_applied_total", "Events applied by the engine")
 INGEST_QUEUE = Gauge("md_ingest_queue_batches", "Batches waiting in the ingest queue")
 DUPLICATES = Gauge("md_duplicate_trades_total", "Duplicate trades dropped")
+BOOK_HASH_MISMATCHES = Gauge("md_book_hash_mismatch_total",
+                             "Venue book hashes that disagreed with the book (it then resyncs), per symbol", ["symbol"])
+BOOK_CHECKS = Gauge("md_book_checks_total", "Venue book hashes checked, by outcome", ["outcome"])
+HALTED_REFUSED = Gauge("md_halted_refused_total", "Trades and book changes refused because the instrument is halted",
+                       ["kind"])
 STREAM_SUBSCRIBERS = Gauge("md_stream_subscribers", "Open stream subscriptions")
 STREAM_QUEUED = Gauge("md_stream_queued_updates", "Updates queued for subscribers (all streams)")
 STREAM_CONFLATED = Gauge("md_stream_conflated_total", "Updates replaced by newer ones for slow subscribers")
@@ -36,6 +41,12 @@ FEED_RECONNECTS = Gauge("md_feed_reconnects_total", "Reconnections of a feed", [
 FEED_GAPS = Gauge("md_feed_gaps_total", "Sequence gaps a feed detected", ["feed"])
 FEED_CHECKSUMS = Gauge("md_feed_checksum_failures_total", "Book checksum failures of a feed", ["feed"])
 FEED_DEAD_LETTERS = Gauge("md_feed_dead_letters_total", "Inputs a feed could not parse (dead letters)", ["feed"])
+SOURCE_ACTIVE = Gauge("md_source_active", "1 for the active source of a composite venue, else 0",
+                      ["symbol", "source"])
+SOURCE_HEALTHY = Gauge("md_source_healthy", "1 while a ranked source is healthy, else 0", ["symbol", "source"])
+SOURCE_FAILOVERS = Gauge("md_source_failovers_total", "Failovers of a symbol's composite venue", ["symbol"])
+SOURCE_RESTORES = Gauge("md_source_restores_total", "Restores to a higher-ranked source", ["symbol"])
+SOURCE_GAP_MS = Gauge("md_source_last_gap_ms", "Gap of the last source switch of a symbol, ms", ["symbol"])
 
 
 class MetricsUpdater:
@@ -82,6 +93,26 @@ class MetricsUpdater:
             per_symbol[symbol] = per_symbol.get(symbol, 0) + n
         for symbol, n in per_symbol.items():
             SEQ_GAPS.labels(symbol).set(n)
+        counters = engine.counters
+        mismatches: dict[str, int] = {}
+        for (_, symbol), n in counters.checksum_failures.items():
+            mismatches[symbol] = mismatches.get(symbol, 0) + n
+        for symbol, n in mismatches.items():
+            BOOK_HASH_MISMATCHES.labels(symbol).set(n)
+        BOOK_CHECKS.labels("verified").set(counters.book_checks_verified)
+        BOOK_CHECKS.labels("mismatch").set(sum(mismatches.values()))
+        BOOK_CHECKS.labels("unverifiable").set(counters.book_checks_unverifiable)
+        HALTED_REFUSED.labels("trade").set(counters.halted_trades)
+        HALTED_REFUSED.labels("book").set(counters.halted_book_changes)
+        router = self.runtime.router
+        if router is not None:
+            for state in router.states():
+                for source, healthy in zip(state.sources, state.healthy, strict=True):
+                    SOURCE_ACTIVE.labels(state.symbol, source).set(1 if source == state.active else 0)
+                    SOURCE_HEALTHY.labels(state.symbol, source).set(1 if healthy else 0)
+                SOURCE_FAILOVERS.labels(state.symbol).set(state.failovers)
+                SOURCE_RESTORES.labels(state.symbol).set(state.restores)
+                SOURCE_GAP_MS.labels(state.symbol).set(state.last_gap_ns / 1e6)
         for index_config in engine.config.indices:
             index = engine.index_price(index_config.symbol)
             if index is None:

@@ -4,6 +4,10 @@ One asyncio task owns the engine; feeds and the clock only enqueue batches, so t
 touched concurrently and gRPC handlers (same event loop) read it without locks. Storage writes run on a
 thread of their own behind a bounded queue: when storage falls behind, the engine loop waits, the
 ingest queue fills and feeds wait; nothing accepted is dropped.
+
+With source policies (``server.engine.sources``), each applied batch's updates go through the
+``SourceRouter``, and the composite-venue events it derives are applied right after, in the same round;
+clock ticks also carry the venues whose feed reports itself disconnected.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from feeds.protocols import Feed
 from server.engine.engine import Engine
 from server.engine.events import ClockTick, Event
+from server.engine.quality import QualityFlag
+from server.engine.sources import BookView, SourcePolicy, SourceRouter
 
 log = logging.getLogger("mds.runtime")
 
@@ -126,12 +132,34 @@ class _StorageThread:
         await asyncio.to_thread(self.thread.join)
 
 
+def engine_book_reader(engine: Engine) -> Callable[[str, str], BookView | None]:
+    """The router's read of a venue's consistent book, from the engine's public ``book``."""
+    def read(venue: str, symbol: str) -> BookView | None:
+        book = engine.book(venue, symbol)
+        if book is None or not book.synced:
+            return None
+        return tuple(book.bid_levels()), tuple(book.ask_levels()), book.last_ts_event, book.last_ts_recv
+    return read
+
+
+_LIVE_STATES = ("live", "done")
+
+
+def _feed_venues(feed: object) -> tuple[str, ...]:
+    """The venues a feed serves, when it says (``venue`` or ``venues``): its health marks them down."""
+    venues = getattr(feed, "venues", None)
+    if isinstance(venues, Iterable) and not isinstance(venues, str):
+        return tuple(v for v in venues if isinstance(v, str))
+    venue = getattr(feed, "venue", None)
+    return (venue,) if isinstance(venue, str) and venue else ()
+
+
 class Runtime:
     """Owns the engine and the tasks around it. ``start`` then ``stop(grace)``."""
 
     def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
                  tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = ()) -> None:
         self.engine = engine
         self.feeds = feeds
         self.listeners: list[UpdateListener] = []
@@ -145,6 +173,9 @@ class Runtime:
         self.events_applied = 0
         self.batches_applied = 0
         self.last_batch_lag_ns = 0
+        self.router = SourceRouter(sources, engine_book_reader(engine)) if sources else None
+        """Per-instrument source priority and failover (None without source policies)."""
+        self._feed_venues = [(f, v) for f in feeds if (v := _feed_venues(f))]
 
     # -- the sink feeds write to ----------------------------------------------------------------
 
@@ -215,7 +246,7 @@ class Runtime:
 
     async def _engine_loop(self) -> None:
         q = self._queue
-        engine = self.engine
+        apply = self.engine.apply_batch if self.router is None else self._apply_routed
         while True:
             batch = await q.get()
             out: list[object] = []
@@ -226,7 +257,7 @@ class Runtime:
                 if isinstance(batch, _Barrier):
                     barrier = batch
                 else:
-                    engine.apply_batch(batch, out)
+                    apply(batch, out)
                     applied = len(batch)
                     # Take what else is ready now: fewer, larger update batches downstream.
                     while taken < 64 and not q.empty():
@@ -236,7 +267,7 @@ class Runtime:
                             barrier = nxt  # it ends this round: it must follow what came before it
                             break
                         batch = nxt
-                        engine.apply_batch(batch, out)
+                        apply(batch, out)
                         applied += len(batch)
                 self.events_applied += applied
                 self.batches_applied += taken
@@ -265,3 +296,38 @@ class Runtime:
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
             await asyncio.sleep(0)
+
+    def _apply_routed(self, batch: list[Event], out: list[object]) -> None:
+        """Apply a batch, let the router read what the engine emitted, then apply the composite events."""
+        router = self.router
+        assert router is not None
+        engine = self.engine
+        mark = len(out)
+        engine.apply_batch(batch, out)
+        derived: list[Event] = []
+        notes: list[QualityFlag] = []
+        if len(batch) == 1 and type(batch[0]) is ClockTick:
+            router.tick(batch[0].ts, self._down_venues(), derived, notes)
+        else:
+            router.route(out, mark, derived, notes)
+        if notes:
+            for note in notes:
+                engine.quality.record(note)
+            out.extend(notes)
+        if derived:
+            engine.apply_batch(derived, out)
+
+    def _down_venues(self) -> set[str]:
+        """Venues whose feed reports a state other than live or done (read at each clock tick)."""
+        down: set[str] = set()
+        for feed, venues in self._feed_venues:
+            status = getattr(feed, "status", None)
+            if callable(status):
+                try:
+                    state = status().state
+                except Exception:  # a broken status() must not stop the engine
+                    log.exception("status() of feed %s failed", getattr(feed, "name", "?"))
+                    continue
+                if state not in _LIVE_STATES:
+                    down.update(venues)
+        return down

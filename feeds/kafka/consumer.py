@@ -7,7 +7,10 @@ filtering ``feeds.kafka.dedupe`` (pure).
 The loop, per ``getmany`` batch (records of several partitions, each partition in order):
 
 1. parse every record (one item each); dead letters go to ``dead_letters`` and are counted by reason
-   code; duplicates (a redelivery) are dropped by the ``Deduper`` and counted;
+   code; duplicates (a redelivery) are dropped by the ``Deduper`` and counted; book hashes become
+   ``BookCheck`` and instrument events ``TradingStatusChange`` events, in the batch in record order (a
+   hash is checked after exactly the book events before it; a mismatch leaves that book awaiting the
+   engine's next snapshot, as a gap does);
 2. ``await sink.put(events)`` (it may wait: backpressure); if it fails or is cancelled, the deduper
    forgets the batch, so a later run of the same feed does not drop its redelivery;
 3. if the sink is a ``DurableSink``, ``await sink.barrier()``: returns once everything put so far is
@@ -48,7 +51,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition  # type: ignore[i
 
 from feeds.file_feed import DeadLetterLog
 from feeds.kafka.dedupe import Deduper
-from feeds.kafka.parser import ALL_TOPICS, BookHash, InstrumentStatus, parse_record, reason_code
+from feeds.kafka.parser import ALL_TOPICS, BookHash, InstrumentStatus, engine_event, parse_record, reason_code
 from feeds.protocols import DeadLetter, DeadLetterSink, EventSink, FeedStatus
 from server.engine.events import Event
 
@@ -313,6 +316,7 @@ class KafkaFeed:
                     pass
                 elif isinstance(item, InstrumentStatus | BookHash):
                     side.append(item)
+                    events.append(engine_event(item))  # in record order: a hash follows its book events
                 else:
                     events.append(item)
             if batch:

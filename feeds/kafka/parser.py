@@ -15,12 +15,16 @@ Owns the mapping of one record ``(topic, partition, offset, key, value, ts_recv)
 
 No I/O, no clock: ``ts_recv`` is the caller's. ``ts_event`` is the engine's ``ts_engine_ns``, or
 ``ts_recv`` when the engine sent 0. ``book_hash`` is the integrity hash both the engine (producer) and
-mds compute over the top of a book.
+mds compute over the top of a book; it lives in ``server.engine.book`` (the engine checks books with it)
+and is re-exported here.
+
+``engine_event`` turns a ``BookHash`` into the engine's ``BookCheck`` and an ``InstrumentStatus`` into
+a ``TradingStatusChange``: the feed puts them in its batches in record order, so a hash is checked after
+exactly the book events before it.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Final, NamedTuple
 
@@ -29,7 +33,35 @@ from google.protobuf.message import Message
 from marketdata.v1 import book_pb2, engine_event_pb2
 
 from feeds.protocols import DeadLetter
-from server.engine.events import AssetClass, BookDelta, BookSnapshot, Level, Side, Trade
+from server.engine.book import book_hash, book_hash_text
+from server.engine.events import (
+    AssetClass,
+    BookCheck,
+    BookDelta,
+    BookSnapshot,
+    Level,
+    Side,
+    Trade,
+    TradingStatusChange,
+)
+
+__all__ = [
+    "ALL_TOPICS",
+    "INSTRUMENT_TOPICS",
+    "REASONS",
+    "SCHEMA_VERSION",
+    "SOURCE",
+    "TOPIC_EVENTS",
+    "TOPIC_SNAPSHOTS",
+    "BookHash",
+    "InstrumentStatus",
+    "Parsed",
+    "book_hash",
+    "book_hash_text",
+    "engine_event",
+    "parse_record",
+    "reason_code",
+]
 
 SOURCE: Final = "kafka"
 SCHEMA_VERSION: Final = 1
@@ -130,21 +162,13 @@ def reason_code(dead: DeadLetter) -> str:
     return dead.reason.partition(":")[0]
 
 
-def book_hash_text(bids: Iterable[Level], asks: Iterable[Level], depth: int) -> str:
-    """The text ``book_hash`` checksums: best ``depth`` bids high to low, '|', best asks low to high.
-
-    Levels of size <= 0 are left out; the input may be in any order.
-    """
-    if depth < 1:
-        raise ValueError("depth must be >= 1")
-    top_bids = sorted((lv for lv in bids if lv[1] > 0), key=lambda lv: -lv[0])[:depth]
-    top_asks = sorted((lv for lv in asks if lv[1] > 0), key=lambda lv: lv[0])[:depth]
-    return (",".join(f"{p}:{s}" for p, s in top_bids) + "|" + ",".join(f"{p}:{s}" for p, s in top_asks))
-
-
-def book_hash(bids: Iterable[Level], asks: Iterable[Level], depth: int) -> int:
-    """CRC-32 (zlib) of ``book_hash_text``: the integrity hash of a book's top ``depth`` levels."""
-    return zlib.crc32(book_hash_text(bids, asks, depth).encode("ascii"))
+def engine_event(item: BookHash | InstrumentStatus) -> BookCheck | TradingStatusChange:
+    """The engine's event for a book hash (``BookCheck``) or an instrument event (``TradingStatusChange``:
+    halted after it or not, whatever its kind; the engine ignores a status it already has)."""
+    if isinstance(item, BookHash):
+        return BookCheck(item.venue, item.symbol, item.book_seq, item.depth, item.crc32, item.ts_event,
+                         item.ts_recv)
+    return TradingStatusChange(item.venue, item.symbol, item.halted, item.reason, item.ts_event, item.ts_recv)
 
 
 def _raw(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> str:

@@ -1,4 +1,5 @@
-"""The L2 order book of one (venue, symbol): levels, sequence state, consistency and crossed flags.
+"""The L2 order book of one (venue, symbol): levels, sequence state, consistency, crossed and halted
+flags, and the book integrity hash (``book_hash``) venues check books with.
 
 Each side is a dict ``price -> size`` plus a sorted list of keys kept with ``bisect`` (the fastest of the
 structures measured in ../shared/docs/python-ceilings.md). Both key lists end with the best level (bids
@@ -8,7 +9,9 @@ insert and delete near the end of the list and move few elements. Prices and siz
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_left, insort
+from collections.abc import Iterable
 from enum import IntEnum
 from itertools import islice
 
@@ -22,6 +25,37 @@ class BookStatus(IntEnum):
     CONSISTENT = 1
     AWAITING_RESYNC = 2
     CROSSED = 3
+    HALTED = 4
+
+
+def _side_text(levels: Iterable[Level], depth: int) -> str:
+    """The first ``depth`` levels of size > 0 (already best first) as ``p:s,p:s``."""
+    parts: list[str] = []
+    for price, size in levels:
+        if size > 0:
+            parts.append(f"{price}:{size}")
+            if len(parts) == depth:
+                break
+    return ",".join(parts)
+
+
+def book_hash_text(bids: Iterable[Level], asks: Iterable[Level], depth: int) -> str:
+    """The text ``book_hash`` checksums: best ``depth`` bids high to low, '|', best asks low to high.
+
+    As ``EngineBookHash`` in protos/marketdata/v1/engine_event.proto defines it: decimal integers at
+    1e-9, ``price:size`` joined by ',', no spaces; levels of size <= 0 are left out; the input may be in
+    any order. An empty book is ``|``.
+    """
+    if depth < 1:
+        raise ValueError("depth must be >= 1")
+    top_bids = sorted(bids, key=lambda lv: -lv[0])
+    top_asks = sorted(asks, key=lambda lv: lv[0])
+    return _side_text(top_bids, depth) + "|" + _side_text(top_asks, depth)
+
+
+def book_hash(bids: Iterable[Level], asks: Iterable[Level], depth: int) -> int:
+    """CRC-32 (zlib, ISO-HDLC) of ``book_hash_text``: the integrity hash of a book's top ``depth`` levels."""
+    return zlib.crc32(book_hash_text(bids, asks, depth).encode("ascii"))
 
 
 class L2Book:
@@ -41,6 +75,7 @@ class L2Book:
         "bid_size",
         "bids",
         "crossed",
+        "halted",
         "last_ts_event",
         "last_ts_recv",
         "seq",
@@ -61,6 +96,7 @@ class L2Book:
         self.version = 0
         self.synced = False  # False until a snapshot, and again after a gap or reset
         self.crossed = False
+        self.halted = False  # trading halted: deltas and quotes are refused until it resumes
         self.last_ts_event = 0
         self.last_ts_recv = 0
         # The top of book, kept beside the levels so NBBO reads it without touching them (0 = empty).
@@ -171,8 +207,23 @@ class L2Book:
         keys = reversed(self.ask_keys) if depth is None else islice(reversed(self.ask_keys), depth)
         return [(-k, book[-k]) for k in keys]
 
+    def hash_text(self, depth: int) -> str:
+        """``book_hash_text`` of this book, read from the sorted keys (no sort)."""
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        bids, asks = self.bids, self.asks
+        return (_side_text(((k, bids[k]) for k in reversed(self.bid_keys)), depth) + "|"
+                + _side_text(((-k, asks[-k]) for k in reversed(self.ask_keys)), depth))
+
+    def hash(self, depth: int) -> int:
+        """``book_hash`` of this book's top ``depth`` levels."""
+        return zlib.crc32(self.hash_text(depth).encode("ascii"))
+
     @property
     def status(self) -> BookStatus:
+        """AWAITING_RESYNC wins over HALTED (an untrusted book is untrusted, halted or not)."""
         if not self.synced:
             return BookStatus.AWAITING_RESYNC
+        if self.halted:
+            return BookStatus.HALTED
         return BookStatus.CROSSED if self.crossed else BookStatus.CONSISTENT

@@ -3,6 +3,11 @@
 Pure: no I/O, no asyncio, no clock but the times carried by events and ``ClockTick``s. Feed adapters
 call ``apply_batch(events, out)``; every update the batch produced is appended to ``out`` in order.
 Reads (books, NBBO, consolidated book, heatmap, trades, candles, tickers, pricing) are plain methods.
+
+A trading halt (``TradingStatusChange``) freezes one (venue, symbol) until it resumes: its trades, deltas
+and quotes are refused, counted and flagged, its book reports HALTED and leaves the NBBO and the
+consolidated book, its ticker says halted. A venue's book hash (``BookCheck``) is compared with the book
+at the same sequence; a mismatch marks the book AWAITING_RESYNC, as a ``BookReset`` does.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from server.engine.book import BookStatus, L2Book
 from server.engine.candles import Candle, CandleConfig, CandleSeries, Interval
 from server.engine.events import (
     NO_SEQUENCE,
+    BookCheck,
     BookDelta,
     BookReset,
     BookSnapshot,
@@ -26,6 +32,7 @@ from server.engine.events import (
     Event,
     Quote,
     Trade,
+    TradingStatusChange,
 )
 from server.engine.instruments import InstrumentRegistry
 from server.engine.numbers import SCALE, div_round
@@ -66,6 +73,10 @@ class EngineConfig:
     """Recent trades kept per symbol (all venues)."""
     dedupe_window: int = 100_000
     """Trade ids remembered per (venue, symbol) to drop duplicates."""
+    derived_venues: frozenset[str] = frozenset()
+    """Venues made from other venues' data (the composite venue of a source policy, see ``sources``):
+    their books stay out of the NBBO, the consolidated book and the heatmap, and their trades out of a
+    symbol's all-venue recent trades, which already count the sources."""
     candles: CandleConfig = field(default_factory=CandleConfig)
     candle_close_delay_ns: int = 2 * SECOND_NS
     """A clock tick at T closes a series's candles up to T minus its receive lag minus this delay."""
@@ -108,16 +119,29 @@ class EngineCounters:
     unsynced_deltas: int = 0
     duplicate_trades: int = 0
     resets: int = 0
+    halts: int = 0
+    """Trading halts applied (a halt of an instrument already halted is not counted)."""
+    halted_trades: int = 0
+    """Trades refused because the instrument was halted."""
+    halted_book_changes: int = 0
+    """Deltas and quotes refused because the instrument was halted."""
+    checksum_failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Book checks (venue hashes) that disagreed with the book: it then awaits a resync."""
+    book_checks_verified: int = 0
+    """Book checks that matched the book."""
+    book_checks_unverifiable: int = 0
+    """Book checks that could not be compared: no book, a book awaiting resync, or another sequence."""
 
 
 class _SymbolState:
     """Per symbol: its venue books (by venue name) and the NBBO last emitted, as plain fields."""
 
     __slots__ = ("ask_price", "ask_size", "ask_venue", "bid_price", "bid_size", "bid_venue", "books",
-                 "excluded", "known")
+                 "derived", "excluded", "known")
 
     def __init__(self) -> None:
         self.books: list[L2Book] = []
+        self.derived: list[L2Book] = []  # books of derived venues: not consolidated
         self.known = False
         self.bid_price = self.bid_size = self.ask_price = self.ask_size = 0
         self.bid_venue = self.ask_venue = ""
@@ -168,8 +192,11 @@ class Engine:
         self._nbbo: dict[str, Nbbo] = {}
         self._trades: dict[tuple[str, str], _TradeState] = {}
         self._recent: dict[str, deque[Trade]] = {}
+        self._recent_derived: dict[str, dict[str, deque[Trade]]] = {}  # venue -> symbol -> ring
         self._quote_spikes: dict[tuple[str, str], SpikeDetector] = {}
         self._alert_symbols: set[str] = set()
+        self._halted: dict[tuple[str, str], str] = {}
+        """(venue, symbol) -> why trading is halted ('' if no reason given), while it is."""
         cfg = self.config
         self._indices = {c.symbol: IndexCalculator(c) for c in cfg.indices}
         self._marks = {c.symbol: MarkPriceTracker(c) for c in cfg.marks}
@@ -205,6 +232,10 @@ class Engine:
                 self._on_tick(cast(ClockTick, event), out)
             elif kind is BookReset:
                 self._on_reset(cast(BookReset, event), out)
+            elif kind is BookCheck:
+                self._on_book_check(cast(BookCheck, event), out)
+            elif kind is TradingStatusChange:
+                self._on_trading_status(cast(TradingStatusChange, event), out)
             else:
                 raise TypeError(f"not an engine event: {type(event).__name__}")
 
@@ -214,12 +245,14 @@ class Engine:
         book = self._books.get((venue, symbol))
         if book is None:
             book = L2Book(venue, symbol)
+            book.halted = (venue, symbol) in self._halted
             self._books[venue, symbol] = book
             state = self._symbols.get(symbol)
             if state is None:
                 state = self._symbols[symbol] = _SymbolState()
-            state.books.append(book)
-            state.books.sort(key=lambda b: b.venue)
+            books = state.derived if venue in self.config.derived_venues else state.books
+            books.append(book)
+            books.sort(key=lambda b: b.venue)
         return book
 
     def _on_snapshot(self, ev: BookSnapshot, out: list[object]) -> None:
@@ -231,6 +264,9 @@ class Engine:
 
     def _on_quote(self, ev: Quote, out: list[object]) -> None:
         book = self._books.get((ev.venue, ev.symbol)) or self._book(ev.venue, ev.symbol)
+        if book.halted:
+            self._halted_book_change(book, ev, NO_SEQUENCE, out)
+            return
         was_synced, was_crossed = book.synced, book.crossed
         book.set_top(ev.bid_price, ev.bid_size, ev.ask_price, ev.ask_size)
         self._replaced(book, ev, 0, "quote", was_synced, was_crossed, out)
@@ -253,7 +289,10 @@ class Engine:
     def _on_delta(self, ev: BookDelta, out: list[object]) -> None:
         venue, symbol, first_seq, seq, bids, asks, ts_event, ts_recv = ev  # unpacking beats attributes
         book = self._books.get((venue, symbol))
-        if book is None or not book.synced:
+        if book is None or not book.synced or book.halted:
+            if book is not None and book.synced:
+                self._halted_book_change(book, ev, seq, out)
+                return
             self.counters.unsynced_deltas += 1
             if book is None:  # a new venue awaiting its snapshot is listed as excluded
                 self._book(venue, symbol)
@@ -291,6 +330,56 @@ class Engine:
             self._status_change(book, book.seq + 1, 0, ev.reason, ev.ts_event, ev.ts_recv, out)
         self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
 
+    def _halted_book_change(self, book: L2Book, ev: BookDelta | Quote, seq: int, out: list[object]) -> None:
+        """A delta or quote while trading is halted: refused, counted and flagged (the book keeps its
+        sequence, so the first delta after the resume reveals the gap)."""
+        self.counters.halted_book_changes += 1
+        self._flag(ev, QualityKind.BOOK_CHANGE_WHILE_HALTED, seq, book.seq,
+                   "book change while trading is halted: not applied", out)
+
+    def _on_trading_status(self, ev: TradingStatusChange, out: list[object]) -> None:
+        """Halt or resume (venue, symbol); the book's status change is emitted when its status changes."""
+        key = (ev.venue, ev.symbol)
+        halts = self._halted
+        if ev.halted:
+            if key in halts:
+                halts[key] = ev.reason  # still halted; only the reason is news
+                return
+            halts[key] = ev.reason
+            self.counters.halts += 1
+            reason = f"halted: {ev.reason}" if ev.reason else "halted"
+        else:
+            if halts.pop(key, None) is None:
+                return
+            reason = "resumed"
+        book = self._books.get(key)
+        if book is None:  # no book yet: it starts halted (see _book)
+            return
+        book.halted = ev.halted
+        if book.synced:  # AWAITING_RESYNC wins over HALTED: an unsynced book's status does not change
+            self._status_change(book, book.seq, book.seq, reason, ev.ts_event, ev.ts_recv, out)
+        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
+    def _on_book_check(self, ev: BookCheck, out: list[object]) -> None:
+        """Compare the venue's hash with the book's at the same sequence; a mismatch means resync."""
+        book = self._books.get((ev.venue, ev.symbol))
+        if book is None or not book.synced or book.seq != ev.book_seq or ev.depth < 1:
+            self.counters.book_checks_unverifiable += 1
+            return
+        crc = book.hash(ev.depth)
+        if crc == ev.crc32:
+            self.counters.book_checks_verified += 1
+            return
+        key = (book.venue, book.symbol)
+        failures = self.counters.checksum_failures
+        failures[key] = failures.get(key, 0) + 1
+        detail = (f"book hash mismatch at sequence {book.seq} (depth {ev.depth}): "
+                  f"crc32 {crc:#010x}, the venue's {ev.crc32:#010x}")
+        self._flag(ev, QualityKind.BOOK_HASH_MISMATCH, crc, ev.crc32, detail, out)
+        book.synced = False
+        self._status_change(book, book.seq + 1, 0, detail, ev.ts_event, ev.ts_recv, out)
+        self._update_nbbo(ev.symbol, ev.ts_event, ev.ts_recv, out)
+
     def _gap(self, book: L2Book, expected: int, received: int, reason: str,
              ts_event: int, ts_recv: int, out: list[object]) -> None:
         """A gap on one (venue, symbol): that book alone awaits a snapshot; nothing else is reset."""
@@ -312,6 +401,8 @@ class Engine:
         """'' when the book may be used for NBBO / consolidation, else why not."""
         if not book.synced:
             return "resync"
+        if book.halted:
+            return "halted"
         if now - book.last_ts_recv > self.config.stale_after_ns:
             return "stale"
         return ""
@@ -324,10 +415,11 @@ class Engine:
         excluded: list[ExcludedVenue] | None = None
         st = self._symbols[symbol]
         for b in st.books:
-            if not b.synced or b.last_ts_recv < fresh_after:
+            if not b.synced or b.halted or b.last_ts_recv < fresh_after:
                 if excluded is None:
                     excluded = []
-                excluded.append(_excluded(b.venue, "resync" if not b.synced else "stale"))
+                reason = "resync" if not b.synced else "halted" if b.halted else "stale"
+                excluded.append(_excluded(b.venue, reason))
                 continue
             p = b.bid_price
             if p:
@@ -367,6 +459,12 @@ class Engine:
 
     def _on_trade(self, ev: Trade, out: list[object]) -> None:
         venue, symbol, tid, price, size, side, ts_event, ts_recv = ev  # unpacking beats attributes
+        if self._halted and (venue, symbol) in self._halted:
+            self.counters.halted_trades += 1
+            self._flag(ev, QualityKind.TRADE_WHILE_HALTED, price, 0,
+                       f"trade {tid} while trading is halted: not applied" if tid else
+                       "trade while trading is halted: not applied", out)
+            return
         state = self._trades.get((venue, symbol))
         if state is None:
             state = self._new_trade_state(venue, symbol)
@@ -403,13 +501,14 @@ class Engine:
             self._evaluate_alerts(symbol, AlertSource.LAST_TRADE, price, change, ts_event, out, venue)
 
     def _new_trade_state(self, venue: str, symbol: str) -> _TradeState:
-        recent = self._recent.get(symbol)
+        rings = self._recent if venue not in self.config.derived_venues else self._recent_derived.setdefault(venue, {})
+        recent = rings.get(symbol)
         if recent is None:
-            recent = self._recent[symbol] = deque(maxlen=self.config.trade_ring_size)
+            recent = rings[symbol] = deque(maxlen=self.config.trade_ring_size)
         state = self._trades[venue, symbol] = _TradeState(venue, symbol, self.config, recent)
         return state
 
-    def _flag(self, ev: Trade | BookDelta | BookSnapshot | Quote, kind: QualityKind, value: int,
+    def _flag(self, ev: Trade | BookDelta | BookSnapshot | Quote | BookCheck, kind: QualityKind, value: int,
               reference: int, detail: str, out: list[object]) -> None:
         flag = QualityFlag(ev.venue, ev.symbol, kind, value, reference, detail, ev.ts_event, ev.ts_recv)
         self.quality.record(flag)
@@ -471,7 +570,7 @@ class Engine:
     def _venue_price(self, venue: str, symbol: str) -> tuple[int, int] | None:
         """A venue's price for an index: the mid of a consistent book, else its last trade."""
         book = self._books.get((venue, symbol))
-        if book is not None and book.synced and book.bid_keys and book.ask_keys:
+        if book is not None and book.synced and not book.halted and book.bid_keys and book.ask_keys:
             # The mid, rounded half-even to 1e-9 (the index then rounds its weighted mean once more).
             return div_round(book.bid_keys[-1] - book.ask_keys[-1], 2), book.last_ts_recv
         state = self._trades.get((venue, symbol))
@@ -519,7 +618,7 @@ class Engine:
 
     def venues(self, symbol: str) -> list[str]:
         state = self._symbols.get(symbol)
-        return [b.venue for b in state.books] if state is not None else []
+        return sorted(b.venue for b in [*state.books, *state.derived]) if state is not None else []
 
     def symbols(self) -> list[str]:
         return sorted(set(self._symbols) | set(self._recent))
@@ -557,7 +656,17 @@ class Engine:
             bid = book.best_bid() or 0
             ask = book.best_ask() or 0
             ticker = ticker._replace(best_bid=bid, best_ask=ask)
+        if (venue, symbol) in self._halted:
+            ticker = ticker._replace(halted=True)
         return ticker
+
+    def halted(self, venue: str, symbol: str) -> bool:
+        """Trading in ``symbol`` is halted on ``venue``."""
+        return (venue, symbol) in self._halted
+
+    def halts(self) -> dict[tuple[str, str], str]:
+        """Every halted (venue, symbol) and why ('' when no reason was given)."""
+        return dict(self._halted)
 
     def index_price(self, symbol: str) -> IndexPrice | None:
         return self._index_prices.get(symbol)
@@ -570,6 +679,9 @@ class Engine:
 
     def recent_trades(self, symbol: str, limit: int = 100, venue: str = "") -> list[Trade]:
         """Newest last; at most ``limit``; only ``venue``'s when given."""
+        if venue in self.config.derived_venues:
+            derived = self._recent_derived.get(venue, {}).get(symbol)
+            return list(islice(reversed(derived), limit))[::-1] if derived else []
         ring = self._recent.get(symbol)
         if not ring:
             return []

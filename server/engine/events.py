@@ -105,6 +105,40 @@ class Trade(NamedTuple):
     ts_recv: int
 
 
+class TradingStatusChange(NamedTuple):
+    """An instrument's trading status on a venue: ``halted`` True stops it, False resumes it.
+
+    While halted, trades and book changes (deltas, quotes) of (venue, symbol) are refused, counted and
+    flagged; a snapshot is still applied. The book reports HALTED and is left out of NBBO and
+    consolidation; the ticker says halted. A change to the status it already has does nothing.
+    ``reason`` is free text (why trading halted), '' if none.
+    """
+
+    venue: str
+    symbol: str
+    halted: bool
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+class BookCheck(NamedTuple):
+    """The venue's integrity hash of its book after book event ``book_seq``.
+
+    ``crc32`` is CRC-32 of the text of the best ``depth`` levels per side (``book.book_hash_text``). The
+    engine compares it only when its book is consistent and its last applied sequence is ``book_seq``; a
+    mismatch marks the book AWAITING_RESYNC, like a ``BookReset``.
+    """
+
+    venue: str
+    symbol: str
+    book_seq: int
+    depth: int
+    crc32: int
+    ts_event: int
+    ts_recv: int
+
+
 class ClockTick(NamedTuple):
     """The only clock the engine reads: emitted by the runtime (or a replay) at a steady cadence.
 
@@ -115,4 +149,4 @@ class ClockTick(NamedTuple):
     ts: int
 
 
-Event = BookSnapshot | BookDelta | BookReset | Quote | Trade | ClockTick
+Event = BookSnapshot | BookDelta | BookReset | Quote | Trade | ClockTick | TradingStatusChange | BookCheck

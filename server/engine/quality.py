@@ -2,11 +2,13 @@
 
 This module owns ``SpikeDetector`` (a robust outlier test over a rolling window of accepted prices),
 the ``QualityFlag`` record the engine emits for any data problem (spikes, late or duplicate trades,
-crossed books, sequence gaps, stale venues) and ``QualityCounters``.
+crossed books, sequence gaps, stale venues, trades or book changes during a halt, book hash mismatches,
+source switches of a composite venue (see ``sources``)) and ``QualityCounters``.
 
-Quality checks only *flag*: the caller never drops a flagged trade or quote. It still publishes it (with
-the flag alongside) and still applies it to books and candles; the flag is information for consumers and
-for operators. What a flag changes is the detector's own reference: a flagged price does not enter the
+Quality checks only *flag*: the caller never drops a flagged trade or quote (the exceptions are a
+duplicate trade and what arrives during a trading halt, which the engine refuses and flags). It still
+publishes it (with the flag alongside) and still applies it to books and candles; the flag is information
+for consumers and for operators. What a flag changes is the detector's own reference: a flagged price does not enter the
 window, so one bad print does not poison the median it is judged against.
 
 Prices are ints at 1e-9 (see ``numbers``); all arithmetic is integer.
@@ -36,6 +38,13 @@ class QualityKind(IntEnum):
     CROSSED_BOOK = 5
     SEQUENCE_GAP = 6
     STALE_VENUE = 7
+    TRADE_WHILE_HALTED = 8
+    BOOK_CHANGE_WHILE_HALTED = 9
+    BOOK_HASH_MISMATCH = 10
+    SOURCE_FAILOVER = 11
+    """A composite venue left its active source (silent, resyncing or down) for a lower-ranked one or none."""
+    SOURCE_RESTORED = 12
+    """A composite venue took a higher-ranked source back (or its first source, or one after none)."""
 
 
 class QualityFlag(NamedTuple):

@@ -49,6 +49,8 @@ class Ticker(NamedTuple):
     """The venue's best bid when the ticker was read (filled in by the engine; 0 when unknown)."""
     best_ask: int = 0
     """The venue's best ask when the ticker was read (filled in by the engine; 0 when unknown)."""
+    halted: bool = False
+    """Trading in the instrument is halted on the venue (filled in by the engine): no trade is applied."""
 
 
 class RollingTicker:

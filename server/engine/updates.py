@@ -13,10 +13,12 @@ from server.engine.book import BookStatus
 
 
 class BookStatusChange(NamedTuple):
-    """A book changed state: a sequence gap or reset (resync needed), a resync, crossed or uncrossed.
+    """A book changed state: a sequence gap, reset or hash mismatch (resync needed), a resync, crossed or
+    uncrossed, halted or resumed.
 
     This is the explicit "gap / resync" marker of a book stream: after AWAITING_RESYNC the book is not
-    consistent and is left out of the NBBO and the consolidated book until the next snapshot.
+    consistent and is left out of the NBBO and the consolidated book until the next snapshot. HALTED
+    (reason "halted" or "halted: <why>") leaves it out until a change with reason "resumed".
     """
 
     venue: str
@@ -31,7 +33,7 @@ class BookStatusChange(NamedTuple):
 
 class ExcludedVenue(NamedTuple):
     venue: str
-    reason: str  # "stale", "resync", "empty"
+    reason: str  # "stale", "resync", "halted", "empty"
 
 
 class Nbbo(NamedTuple):

@@ -169,6 +169,7 @@ _BOOK_STATUS: Final[tuple[book_pb2.BookStatus.ValueType, ...]] = (
     book_pb2.BOOK_STATUS_CONSISTENT,
     book_pb2.BOOK_STATUS_AWAITING_RESYNC,
     book_pb2.BOOK_STATUS_CROSSED,
+    book_pb2.BOOK_STATUS_HALTED,
 )
 _INTERVAL: Final[tuple[candle_pb2.CandleInterval.ValueType, ...]] = (
     candle_pb2.CANDLE_INTERVAL_UNSPECIFIED,
@@ -205,6 +206,11 @@ _QUALITY_KIND: Final[tuple[quality_pb2.QualityFlagKind.ValueType, ...]] = (
     quality_pb2.QUALITY_FLAG_KIND_CROSSED_BOOK,
     quality_pb2.QUALITY_FLAG_KIND_SEQUENCE_GAP,
     quality_pb2.QUALITY_FLAG_KIND_STALE_VENUE,
+    quality_pb2.QUALITY_FLAG_KIND_TRADE_WHILE_HALTED,
+    quality_pb2.QUALITY_FLAG_KIND_BOOK_CHANGE_WHILE_HALTED,
+    quality_pb2.QUALITY_FLAG_KIND_BOOK_HASH_MISMATCH,
+    quality_pb2.QUALITY_FLAG_KIND_SOURCE_FAILOVER,
+    quality_pb2.QUALITY_FLAG_KIND_SOURCE_RESTORED,
 )
 
 _SIDE_FROM: Final[dict[int, Side]] = {pb: Side(i) for i, pb in enumerate(_SIDE)}
@@ -333,15 +339,16 @@ EXCLUSION_REASONS: Final[dict[str, common_pb2.ExclusionReason.ValueType]] = {
     "crossed": common_pb2.EXCLUSION_REASON_CROSSED,
     "outlier": common_pb2.EXCLUSION_REASON_OUTLIER,
     "disabled": common_pb2.EXCLUSION_REASON_DISABLED,
+    "halted": common_pb2.EXCLUSION_REASON_HALTED,
     "": common_pb2.EXCLUSION_REASON_UNSPECIFIED,
 }
 """Engine exclusion reason strings -> ``ExclusionReason``.
 
 ``updates.ExcludedVenue.reason`` (NBBO, consolidated book): "stale" -> STALE, "resync" -> AWAITING_RESYNC,
-"empty" -> EMPTY. ``pricing.IndexSource.exclusion_reason``: "stale" -> STALE, "outlier" -> OUTLIER,
-"missing" (no price from the venue) -> EMPTY, "" (included) -> UNSPECIFIED. "crossed" and "disabled" are
-mapped for completeness (the engine does not emit them yet). A string not in the map becomes UNSPECIFIED
-with the string kept in ``ExcludedVenue.detail`` rather than failing the whole update.
+"halted" -> HALTED, "empty" -> EMPTY. ``pricing.IndexSource.exclusion_reason``: "stale" -> STALE,
+"outlier" -> OUTLIER, "missing" (no price from the venue) -> EMPTY, "" (included) -> UNSPECIFIED. "crossed"
+and "disabled" are mapped for completeness (the engine does not emit them yet). A string not in the map
+becomes UNSPECIFIED with the string kept in ``ExcludedVenue.detail`` rather than failing the whole update.
 """
 
 
@@ -580,7 +587,8 @@ def book_gap_reason_pb(reason: str) -> book_pb2.BookGapReason.ValueType:
 
     The map: "sequence gap" (the engine's own gap reason) -> SEQUENCE_GAP; a reason starting with
     "sequence gap" -> SEQUENCE_GAP; one containing "checksum" (e.g. Kraken's "checksum mismatch: expected
-    .., computed ..") -> CHECKSUM_MISMATCH; one containing "reconnect" or "disconnect" -> RECONNECT; any
+    .., computed ..") or "hash mismatch" (the engine's "book hash mismatch at sequence ..") ->
+    CHECKSUM_MISMATCH; one containing "reconnect" or "disconnect" -> RECONNECT; any
     other ``BookReset`` reason from a feed (e.g. BitMEX "orderBookL2 update for unknown id 7") ->
     FEED_RESET. Matching is case-insensitive; the full string always goes to ``BookGap.detail``.
     """
@@ -590,7 +598,7 @@ def book_gap_reason_pb(reason: str) -> book_pb2.BookGapReason.ValueType:
     text = reason.lower()
     if text.startswith("sequence gap"):
         return book_pb2.BOOK_GAP_REASON_SEQUENCE_GAP
-    if "checksum" in text:
+    if "checksum" in text or "hash mismatch" in text:
         return book_pb2.BOOK_GAP_REASON_CHECKSUM_MISMATCH
     if "reconnect" in text or "disconnect" in text:
         return book_pb2.BOOK_GAP_REASON_RECONNECT
@@ -781,7 +789,7 @@ def candle_pb(c: Candle) -> candle_pb2.Candle:
 
 def _fill_ticker(m: ticker_pb2.Ticker, t: Ticker, ts_recv: int | None) -> None:
     (venue, symbol, window_start, _window_end, open_, high, low, last, change, change_pct, volume,
-     quote_volume, vwap, trade_count, ts_event, best_bid, best_ask) = t
+     quote_volume, vwap, trade_count, ts_event, best_bid, best_ask, halted) = t
     if not symbol:
         m.SetInParent()
     m.venue = venue
@@ -801,6 +809,7 @@ def _fill_ticker(m: ticker_pb2.Ticker, t: Ticker, ts_recv: int | None) -> None:
     m.trade_count = trade_count
     m.ts_event_ns = ts_event
     m.ts_recv_ns = ts_event if ts_recv is None else ts_recv
+    m.halted = halted
 
 
 def ticker_pb(t: Ticker, ts_recv: int | None = None) -> ticker_pb2.Ticker:

@@ -168,3 +168,23 @@ def test_stale_venue_excluded_on_tick() -> None:
     nbbo = engine.nbbo("S")
     assert nbbo is not None and nbbo.ask_venue == "v2" and nbbo.ask_price == 106
     assert [x.venue for x in nbbo.excluded] == ["v1"] and out == [nbbo]
+
+
+def test_derived_venues_stay_out_of_nbbo_consolidation_and_recent_trades() -> None:
+    """A composite venue (source failover) repeats its source's data: it is kept, but never counted twice."""
+    from server.engine.events import Side, Trade
+
+    engine = Engine(EngineConfig(stale_after_ns=10**12, derived_venues=frozenset({"primary"})))
+    out: list[object] = []
+    for venue in ("v1", "primary"):
+        engine.apply(BookSnapshot(venue, "S", 1, ((100, 4),), ((101, 2),), 1, 1), out)
+        engine.apply(Trade(venue, "S", "t1", 100, 1, Side.BUY, 2, 2), out)
+    nbbo = engine.nbbo("S")
+    assert nbbo is not None and (nbbo.bid_size, nbbo.ask_size) == (4, 2)
+    consolidated = engine.consolidated_book("S", 5)
+    assert [lv.size for lv in consolidated.bids] == [4]
+    assert engine.venues("S") == ["primary", "v1"]
+    assert engine.book("primary", "S") is not None
+    assert [t.venue for t in engine.recent_trades("S")] == ["v1"]
+    assert [t.venue for t in engine.recent_trades("S", venue="primary")] == ["primary"]
+    assert engine.depth_heatmap("S", 1, 1).bids[0].size == 4

@@ -333,3 +333,18 @@ def test_subscribe_messages_roundtrip() -> None:
 @pytest.mark.parametrize("name", ["SIDE_BUY", "SIDE_SELL"])
 def test_side_values(name: str) -> None:
     assert common_pb2.Side.Value(name) in (1, 2)
+
+
+def test_halt_and_book_hash_values() -> None:
+    """Trading halts and book hash checks (added values; the numbers are part of the contract)."""
+    from marketdata.v1 import quality_pb2, ticker_pb2
+
+    assert book_pb2.BookStatus.Value("BOOK_STATUS_HALTED") == 4
+    assert common_pb2.ExclusionReason.Value("EXCLUSION_REASON_HALTED") == 7
+    assert [quality_pb2.QualityFlagKind.Value(n) for n in (
+        "QUALITY_FLAG_KIND_TRADE_WHILE_HALTED", "QUALITY_FLAG_KIND_BOOK_CHANGE_WHILE_HALTED",
+        "QUALITY_FLAG_KIND_BOOK_HASH_MISMATCH")] == [8, 9, 10]
+    field = ticker_pb2.Ticker.DESCRIPTOR.fields_by_name["halted"]
+    assert (field.number, field.type) == (18, FieldDescriptor.TYPE_BOOL)
+    back = _roundtrip(ticker_pb2.Ticker(symbol="BTC/USD", venue="mx", halted=True))
+    assert back.halted

@@ -39,3 +39,33 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
         load_config(env={}, overrides={"colour": "red"})
     with pytest.raises(TypeError):
         ServiceConfig(colour="red")  # type: ignore[call-arg]
+
+
+def test_sources_from_file_env_and_flags(tmp_path: Path) -> None:
+    file = tmp_path / "mds.toml"
+    file.write_text('sources = ["BTC/USD=mx:500ms,binance,kraken@primary"]\nsource_silence_ms = 800\n'
+                    "source_hold_ms = 3000\n")
+    config = load_config(str(file), env={})
+    (policy,) = config.source_policies()
+    assert policy.symbol == "BTC/USD" and policy.sources == ("mx", "binance", "kraken")
+    assert policy.silence_ns == (500_000_000, 800_000_000, 800_000_000)
+    assert policy.composite == "primary" and policy.hold_ns == 3_000_000_000
+    env = load_config(str(file), env={"MDS_SOURCES": "BTC/USD=a,b@c; ETH/USD=d:2s,e"})
+    assert env.sources == ("BTC/USD=a,b@c", "ETH/USD=d:2s,e")
+    assert [p.composite for p in env.source_policies()] == ["c", "primary"]
+    flags = load_config(env={}, overrides={"sources": ("SOL/USD=x,y",)})
+    assert [p.sources for p in flags.source_policies()] == [("x", "y")]
+    assert load_config(env={}).source_policies() == ()
+
+
+def test_bad_sources_are_refused() -> None:
+    with pytest.raises(ConfigError, match="sources: bad source spec"):
+        load_config(env={"MDS_SOURCES": "BTC/USD"})
+    with pytest.raises(ConfigError, match=r"sources: .*duration"):
+        load_config(env={}, overrides={"sources": ("BTC/USD=a:5 parsecs,b",)})
+    with pytest.raises(ConfigError, match="more than one spec for BTC/USD"):
+        load_config(env={"MDS_SOURCES": "BTC/USD=a,b;BTC/USD=c"})
+    with pytest.raises(ConfigError, match="composite venue"):
+        load_config(env={"MDS_SOURCES": "BTC/USD=a,b@a"})
+    with pytest.raises(ConfigError, match="source_silence_ms"):
+        load_config(env={}, overrides={"source_silence_ms": 0})

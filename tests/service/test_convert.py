@@ -200,15 +200,49 @@ def test_exclusion_and_gap_reason_maps() -> None:
     assert cv.exclusion_reason_pb("empty") == common_pb2.EXCLUSION_REASON_EMPTY
     assert cv.exclusion_reason_pb("missing") == common_pb2.EXCLUSION_REASON_EMPTY
     assert cv.exclusion_reason_pb("outlier") == common_pb2.EXCLUSION_REASON_OUTLIER
+    assert cv.exclusion_reason_pb("halted") == common_pb2.EXCLUSION_REASON_HALTED
     assert cv.exclusion_reason_pb("") == common_pb2.EXCLUSION_REASON_UNSPECIFIED
     assert cv.exclusion_reason_pb("???") == common_pb2.EXCLUSION_REASON_UNSPECIFIED
     gap = cv.book_gap_reason_pb
     assert gap("sequence gap") == book_pb2.BOOK_GAP_REASON_SEQUENCE_GAP
     assert gap("checksum mismatch: expected 1, computed 2") == book_pb2.BOOK_GAP_REASON_CHECKSUM_MISMATCH
     assert gap("checksum for a book that is not synced") == book_pb2.BOOK_GAP_REASON_CHECKSUM_MISMATCH
+    assert gap("book hash mismatch at sequence 7 (depth 10): crc32 0x00000001, the venue's 0x00000002") == \
+        book_pb2.BOOK_GAP_REASON_CHECKSUM_MISMATCH
     assert gap("Reconnect after timeout") == book_pb2.BOOK_GAP_REASON_RECONNECT
     assert gap("orderBookL2 update for unknown id 7") == book_pb2.BOOK_GAP_REASON_FEED_RESET
     assert gap("") == book_pb2.BOOK_GAP_REASON_FEED_RESET
+
+
+def test_halt_and_hash_values_reach_the_client() -> None:
+    """BOOK_STATUS_HALTED, EXCLUSION_REASON_HALTED, Ticker.halted and the new flag kinds round-trip from the
+    engine through the wire to mds_client's models."""
+    from mds_client import models
+
+    book = L2Book("mx", "BTC/USD")
+    book.replace(((100, 1),), ((102, 1),))
+    book.synced = book.halted = True
+    m = rt(cv.book_snapshot_from_book(book, None, 3))
+    assert m.status == book_pb2.BOOK_STATUS_HALTED and cv.book_status_from_pb(m.status) is BookStatus.HALTED
+    assert models.OrderBook.from_pb(m).status == "halted"
+    book.synced = False  # a halted book that lost sequence says so first
+    assert models.OrderBook.from_pb(rt(cv.book_snapshot_from_book(book, None, 4))).status == "awaiting_resync"
+    n = rt(cv.nbbo_pb(Nbbo("BTC/USD", 99, 1, "b", 101, 1, "b", False, False, (ExcludedVenue("mx", "halted"),), 1, 2)))
+    assert n.excluded_venues[0].reason == common_pb2.EXCLUSION_REASON_HALTED
+    assert models.ExcludedVenue.from_pb(n.excluded_venues[0]) == models.ExcludedVenue("mx", "halted", "")
+    ticker = Ticker("mx", "BTC/USD", 0, 60, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 5, halted=True)
+    assert models.Ticker.from_pb(rt(cv.ticker_pb(ticker))).halted
+    assert not models.Ticker.from_pb(rt(cv.ticker_pb(ticker._replace(halted=False)))).halted
+    for kind in (QualityKind.TRADE_WHILE_HALTED, QualityKind.BOOK_CHANGE_WHILE_HALTED, QualityKind.BOOK_HASH_MISMATCH):
+        f = rt(cv.quality_flag_pb(QualityFlag("mx", "BTC/USD", kind, 1, 2, "d", 3, 4)))
+        assert quality_pb2.QualityFlagKind.Name(f.kind) == "QUALITY_FLAG_KIND_" + kind.name
+        assert cv.quality_kind_from_pb(f.kind) is kind
+    gap = cv.book_gap_pb(BookStatusChange("mx", "BTC/USD", BookStatus.AWAITING_RESYNC, 8, 0,
+                                          "book hash mismatch at sequence 7 (depth 10): crc32 0x1, the venue's 0x2",
+                                          1, 2), 9)
+    assert gap is not None and gap.gap.reason == book_pb2.BOOK_GAP_REASON_CHECKSUM_MISMATCH
+    halted = BookStatusChange("mx", "BTC/USD", BookStatus.HALTED, 7, 7, "halted: auction", 1, 2)
+    assert cv.book_gap_pb(halted, 9) is None and cv.update_pb(halted, 9) is None  # the status rides on snapshots
 
 
 # -------------------------------------------------------------------------------------- strategies
@@ -217,11 +251,12 @@ trades = st.builds(Trade, text, text, text, i64, i64, st.sampled_from(Side), i64
 snapshots = st.builds(BookSnapshot, text, text, u64, levels, levels, i64, i64)
 deltas = st.builds(BookDelta, text, text, u64, u64, levels, levels, i64, i64)
 quotes = st.builds(Quote, text, text, i64, i64, i64, i64, i64, i64)
-gap_reasons = st.sampled_from(["sequence gap", "checksum mismatch: x", "reconnect", "feed said so", ""])
+gap_reasons = st.sampled_from(["sequence gap", "checksum mismatch: x", "reconnect", "feed said so", "",
+                              "book hash mismatch at sequence 3", "halted: circuit breaker", "resumed"])
 status_changes = st.builds(BookStatusChange, text, text, st.sampled_from(BookStatus), u64, u64, gap_reasons,
                           i64, i64)
 excluded = st.lists(
-    st.builds(ExcludedVenue, text, st.sampled_from(["stale", "resync", "empty", "strange"])), max_size=3
+    st.builds(ExcludedVenue, text, st.sampled_from(["stale", "resync", "halted", "empty", "strange"])), max_size=3
 ).map(tuple)
 nbbos = st.builds(Nbbo, text, i64, i64, text, i64, i64, text, st.booleans(), st.booleans(), excluded, i64,
                   i64)
@@ -247,7 +282,7 @@ def candles(draw: st.DrawFn) -> Candle:
 
 
 tickers = st.builds(Ticker, text, text, i64, i64, i64, i64, i64, i64, i64, i64, vols,
-                    st.integers(-(10**36), 10**36), i64, u64, i64, i64, i64)
+                    st.integers(-(10**36), 10**36), i64, u64, i64, i64, i64, st.booleans())
 
 
 @st.composite
@@ -433,6 +468,7 @@ def test_ticker(t: Ticker, ts_recv: int | None) -> None:
     assert (dec(m.volume), dec(m.quote_volume)) == (t.volume, div_round(t.quote_volume, SCALE))
     assert (m.vwap, m.trade_count, m.best_bid, m.best_ask) == (t.vwap, t.trade_count, t.best_bid, t.best_ask)
     assert (m.ts_event_ns, m.ts_recv_ns) == (t.ts_event, t.ts_event if ts_recv is None else ts_recv)
+    assert m.halted is t.halted
 
 
 @given(index_prices())

@@ -108,7 +108,7 @@ class Instrument:
 
 @dataclass(frozen=True, slots=True)
 class ExcludedVenue:
-    """A venue left out of a consolidated view; ``reason`` is e.g. ``"stale"``, ``"crossed"``."""
+    """A venue left out of a consolidated view; ``reason`` is e.g. ``"stale"``, ``"crossed"``, ``"halted"``."""
 
     venue: str
     reason: str
@@ -135,7 +135,8 @@ class PriceLevel:
 
 @dataclass(frozen=True, slots=True)
 class OrderBook:
-    """The L2 book of one venue (``order_book(symbol, venue)``); ``status`` is e.g. ``"consistent"``."""
+    """The L2 book of one venue (``order_book(symbol, venue)``); ``status`` is ``"consistent"``, ``"crossed"``,
+    ``"awaiting_resync"`` or ``"halted"`` (trading halted on the venue: the book is frozen)."""
 
     symbol: str
     venue: str
@@ -288,7 +289,10 @@ class Trade:
 
 @dataclass(frozen=True, slots=True)
 class Ticker:
-    """24-hour rolling statistics; ``change_pct`` is in percent points (``Decimal("2.5")`` = +2.5 %)."""
+    """24-hour rolling statistics; ``change_pct`` is in percent points (``Decimal("2.5")`` = +2.5 %).
+
+    ``halted`` is True while trading in the instrument is halted on the venue (the figures stand still).
+    """
 
     venue: str
     symbol: str
@@ -307,6 +311,7 @@ class Ticker:
     trade_count: int
     ts_event_ns: int
     ts_recv_ns: int
+    halted: bool = False
 
     @classmethod
     def from_pb(cls, msg: ticker_pb2.Ticker) -> Self:
@@ -329,6 +334,7 @@ class Ticker:
             trade_count=msg.trade_count,
             ts_event_ns=msg.ts_event_ns,
             ts_recv_ns=msg.ts_recv_ns,
+            halted=msg.halted,
         )
 
 

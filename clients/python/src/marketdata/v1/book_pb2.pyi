@@ -40,6 +40,11 @@ class _BookStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BookStatus
     """
     BOOK_STATUS_CROSSED: _BookStatus.ValueType  # 3
     """The book is in sequence but its best bid is at or above its best ask."""
+    BOOK_STATUS_HALTED: _BookStatus.ValueType  # 4
+    """Trading in the instrument is halted on the venue: the book is in sequence but frozen (trades and
+    book changes are refused until trading resumes) and left out of the NBBO and the consolidated
+    book. A book that also lost sequence reports AWAITING_RESYNC instead.
+    """
 
 class BookStatus(_BookStatus, metaclass=_BookStatusEnumTypeWrapper):
     """Health of the service's copy of a venue's book."""
@@ -54,6 +59,11 @@ snapshot (a BookGap was emitted, a resync was requested).
 """
 BOOK_STATUS_CROSSED: BookStatus.ValueType  # 3
 """The book is in sequence but its best bid is at or above its best ask."""
+BOOK_STATUS_HALTED: BookStatus.ValueType  # 4
+"""Trading in the instrument is halted on the venue: the book is in sequence but frozen (trades and
+book changes are refused until trading resumes) and left out of the NBBO and the consolidated
+book. A book that also lost sequence reports AWAITING_RESYNC instead.
+"""
 Global___BookStatus: _TypeAlias = BookStatus  # noqa: Y015
 
 class _BookGapReason:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/common.proto\x12\rmarketdata.v1\"\'\n\x07\x44\x65\x63imal\x12\r\n\x05units\x18\x01 \x01(\x03\x12\r\n\x05nanos\x18\x02 \x01(\x05\"^\n\rExcludedVenue\x12\r\n\x05venue\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.marketdata.v1.ExclusionReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\xec\x01\n\x0f\x45xclusionReason\x12 \n\x1c\x45XCLUSION_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XCLUSION_REASON_STALE\x10\x01\x12$\n EXCLUSION_REASON_AWAITING_RESYNC\x10\x02\x12\x1c\n\x18\x45XCLUSION_REASON_CROSSED\x10\x03\x12\x1c\n\x18\x45XCLUSION_REASON_OUTLIER\x10\x04\x12\x1a\n\x16\x45XCLUSION_REASON_EMPTY\x10\x05\x12\x1d\n\x19\x45XCLUSION_REASON_DISABLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amarketdata/v1/common.proto\x12\rmarketdata.v1\"\'\n\x07\x44\x65\x63imal\x12\r\n\x05units\x18\x01 \x01(\x03\x12\r\n\x05nanos\x18\x02 \x01(\x05\"^\n\rExcludedVenue\x12\r\n\x05venue\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.marketdata.v1.ExclusionReason\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x89\x02\n\x0f\x45xclusionReason\x12 \n\x1c\x45XCLUSION_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XCLUSION_REASON_STALE\x10\x01\x12$\n EXCLUSION_REASON_AWAITING_RESYNC\x10\x02\x12\x1c\n\x18\x45XCLUSION_REASON_CROSSED\x10\x03\x12\x1c\n\x18\x45XCLUSION_REASON_OUTLIER\x10\x04\x12\x1a\n\x16\x45XCLUSION_REASON_EMPTY\x10\x05\x12\x1d\n\x19\x45XCLUSION_REASON_DISABLED\x10\x06\x12\x1b\n\x17\x45XCLUSION_REASON_HALTED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIDE']._serialized_start=182
   _globals['_SIDE']._serialized_end=239
   _globals['_EXCLUSIONREASON']._serialized_start=242
-  _globals['_EXCLUSIONREASON']._serialized_end=478
+  _globals['_EXCLUSIONREASON']._serialized_end=507
   _globals['_DECIMAL']._serialized_start=45
   _globals['_DECIMAL']._serialized_end=84
   _globals['_EXCLUDEDVENUE']._serialized_start=86

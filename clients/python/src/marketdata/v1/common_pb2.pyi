@@ -96,6 +96,8 @@ class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exclu
     """The venue has no usable data for the symbol: no snapshot yet, or an empty book."""
     EXCLUSION_REASON_DISABLED: _ExclusionReason.ValueType  # 6
     """The venue is disabled by configuration."""
+    EXCLUSION_REASON_HALTED: _ExclusionReason.ValueType  # 7
+    """Trading in the instrument is halted on the venue (BookStatus HALTED)."""
 
 class ExclusionReason(_ExclusionReason, metaclass=_ExclusionReasonEnumTypeWrapper):
     """Why a venue (or an index component) was left out of a consolidated view."""
@@ -114,6 +116,8 @@ EXCLUSION_REASON_EMPTY: ExclusionReason.ValueType  # 5
 """The venue has no usable data for the symbol: no snapshot yet, or an empty book."""
 EXCLUSION_REASON_DISABLED: ExclusionReason.ValueType  # 6
 """The venue is disabled by configuration."""
+EXCLUSION_REASON_HALTED: ExclusionReason.ValueType  # 7
+"""Trading in the instrument is halted on the venue (BookStatus HALTED)."""
 Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
 
 @_typing.final

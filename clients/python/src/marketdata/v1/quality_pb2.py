@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmarketdata/v1/quality.proto\x12\rmarketdata.v1\"\xb5\x01\n\x0bQualityFlag\x12\r\n\x05venue\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.marketdata.v1.QualityFlagKind\x12\r\n\x05value\x18\x04 \x01(\x12\x12\x11\n\treference\x18\x05 \x01(\x12\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x13\n\x0bts_event_ns\x18\x07 \x01(\x03\x12\x12\n\nts_recv_ns\x18\x08 \x01(\x03*\xae\x02\n\x0fQualityFlagKind\x12!\n\x1dQUALITY_FLAG_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dQUALITY_FLAG_KIND_PRICE_SPIKE\x10\x01\x12!\n\x1dQUALITY_FLAG_KIND_QUOTE_SPIKE\x10\x02\x12 \n\x1cQUALITY_FLAG_KIND_LATE_TRADE\x10\x03\x12%\n!QUALITY_FLAG_KIND_DUPLICATE_TRADE\x10\x04\x12\"\n\x1eQUALITY_FLAG_KIND_CROSSED_BOOK\x10\x05\x12\"\n\x1eQUALITY_FLAG_KIND_SEQUENCE_GAP\x10\x06\x12!\n\x1dQUALITY_FLAG_KIND_STALE_VENUE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmarketdata/v1/quality.proto\x12\rmarketdata.v1\"\xb5\x01\n\x0bQualityFlag\x12\r\n\x05venue\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.marketdata.v1.QualityFlagKind\x12\r\n\x05value\x18\x04 \x01(\x12\x12\x11\n\treference\x18\x05 \x01(\x12\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x13\n\x0bts_event_ns\x18\x07 \x01(\x03\x12\x12\n\nts_recv_ns\x18\x08 \x01(\x03*\x80\x04\n\x0fQualityFlagKind\x12!\n\x1dQUALITY_FLAG_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dQUALITY_FLAG_KIND_PRICE_SPIKE\x10\x01\x12!\n\x1dQUALITY_FLAG_KIND_QUOTE_SPIKE\x10\x02\x12 \n\x1cQUALITY_FLAG_KIND_LATE_TRADE\x10\x03\x12%\n!QUALITY_FLAG_KIND_DUPLICATE_TRADE\x10\x04\x12\"\n\x1eQUALITY_FLAG_KIND_CROSSED_BOOK\x10\x05\x12\"\n\x1eQUALITY_FLAG_KIND_SEQUENCE_GAP\x10\x06\x12!\n\x1dQUALITY_FLAG_KIND_STALE_VENUE\x10\x07\x12(\n$QUALITY_FLAG_KIND_TRADE_WHILE_HALTED\x10\x08\x12.\n*QUALITY_FLAG_KIND_BOOK_CHANGE_WHILE_HALTED\x10\t\x12(\n$QUALITY_FLAG_KIND_BOOK_HASH_MISMATCH\x10\n\x12%\n!QUALITY_FLAG_KIND_SOURCE_FAILOVER\x10\x0b\x12%\n!QUALITY_FLAG_KIND_SOURCE_RESTORED\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'marketdata.v1.quality_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QUALITYFLAGKIND']._serialized_start=231
-  _globals['_QUALITYFLAGKIND']._serialized_end=533
+  _globals['_QUALITYFLAGKIND']._serialized_end=743
   _globals['_QUALITYFLAG']._serialized_start=47
   _globals['_QUALITYFLAG']._serialized_end=228
 # @@protoc_insertion_point(module_scope)

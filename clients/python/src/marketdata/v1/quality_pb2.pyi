@@ -52,6 +52,33 @@ class _QualityFlagKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Quali
     """
     QUALITY_FLAG_KIND_STALE_VENUE: _QualityFlagKind.ValueType  # 7
     """A venue went silent. value = ns since its last message, reference = the staleness limit in ns."""
+    QUALITY_FLAG_KIND_TRADE_WHILE_HALTED: _QualityFlagKind.ValueType  # 8
+    """A trade printed while trading in the instrument is halted (refused: not in the tape, candles or
+    ticker). value = trade price, reference = 0; the trade id is in detail.
+    """
+    QUALITY_FLAG_KIND_BOOK_CHANGE_WHILE_HALTED: _QualityFlagKind.ValueType  # 9
+    """A book change (delta or quote) while trading in the instrument is halted (refused; the next
+    change after the resume reveals the gap). value = its venue sequence, reference = the book's last
+    applied venue sequence (plain integers).
+    """
+    QUALITY_FLAG_KIND_BOOK_HASH_MISMATCH: _QualityFlagKind.ValueType  # 10
+    """The venue's integrity hash of its book disagrees with the service's book at the same sequence; the
+    book awaits a resync. value = the service's CRC-32, reference = the venue's CRC-32 (plain
+    integers).
+    """
+    QUALITY_FLAG_KIND_SOURCE_FAILOVER: _QualityFlagKind.ValueType  # 11
+    """A composite venue (a configured per-instrument source priority) failed over from its active source
+    (silent beyond its threshold, awaiting a book resync, or its feed disconnected) to a lower-ranked
+    source, or to none. venue = the composite venue; value = the gap in ns (from the last event taken
+    from the source left to the switch), reference = the silence threshold of the source left in ns;
+    ts_event_ns = the gap start, ts_recv_ns = the switch. detail names both sources; the new source's
+    trades received during the gap are replayed and its book follows as a snapshot.
+    """
+    QUALITY_FLAG_KIND_SOURCE_RESTORED: _QualityFlagKind.ValueType  # 12
+    """A composite venue switched to a higher-ranked source that has been healthy for the hold-down, or
+    took a source after having none. value, ts_event_ns and ts_recv_ns as for SOURCE_FAILOVER;
+    reference = the hold-down in ns.
+    """
 
 class QualityFlagKind(_QualityFlagKind, metaclass=_QualityFlagKindEnumTypeWrapper):
     """Kind of anomaly. The meaning of QualityFlag.value and QualityFlag.reference depends on it."""
@@ -82,6 +109,33 @@ integers).
 """
 QUALITY_FLAG_KIND_STALE_VENUE: QualityFlagKind.ValueType  # 7
 """A venue went silent. value = ns since its last message, reference = the staleness limit in ns."""
+QUALITY_FLAG_KIND_TRADE_WHILE_HALTED: QualityFlagKind.ValueType  # 8
+"""A trade printed while trading in the instrument is halted (refused: not in the tape, candles or
+ticker). value = trade price, reference = 0; the trade id is in detail.
+"""
+QUALITY_FLAG_KIND_BOOK_CHANGE_WHILE_HALTED: QualityFlagKind.ValueType  # 9
+"""A book change (delta or quote) while trading in the instrument is halted (refused; the next
+change after the resume reveals the gap). value = its venue sequence, reference = the book's last
+applied venue sequence (plain integers).
+"""
+QUALITY_FLAG_KIND_BOOK_HASH_MISMATCH: QualityFlagKind.ValueType  # 10
+"""The venue's integrity hash of its book disagrees with the service's book at the same sequence; the
+book awaits a resync. value = the service's CRC-32, reference = the venue's CRC-32 (plain
+integers).
+"""
+QUALITY_FLAG_KIND_SOURCE_FAILOVER: QualityFlagKind.ValueType  # 11
+"""A composite venue (a configured per-instrument source priority) failed over from its active source
+(silent beyond its threshold, awaiting a book resync, or its feed disconnected) to a lower-ranked
+source, or to none. venue = the composite venue; value = the gap in ns (from the last event taken
+from the source left to the switch), reference = the silence threshold of the source left in ns;
+ts_event_ns = the gap start, ts_recv_ns = the switch. detail names both sources; the new source's
+trades received during the gap are replayed and its book follows as a snapshot.
+"""
+QUALITY_FLAG_KIND_SOURCE_RESTORED: QualityFlagKind.ValueType  # 12
+"""A composite venue switched to a higher-ranked source that has been healthy for the hold-down, or
+took a source after having none. value, ts_event_ns and ts_recv_ns as for SOURCE_FAILOVER;
+reference = the hold-down in ns.
+"""
 Global___QualityFlagKind: _TypeAlias = QualityFlagKind  # noqa: Y015
 
 @_typing.final

@@ -47,6 +47,7 @@ class Ticker(_message.Message):
     TRADE_COUNT_FIELD_NUMBER: _builtins.int
     TS_EVENT_NS_FIELD_NUMBER: _builtins.int
     TS_RECV_NS_FIELD_NUMBER: _builtins.int
+    HALTED_FIELD_NUMBER: _builtins.int
     venue: _builtins.str
     """Venue identifier, or empty for the ticker aggregated over all venues of the symbol."""
     symbol: _builtins.str
@@ -89,6 +90,10 @@ class Ticker(_message.Message):
     """Exchange time of the event (trade or quote) that produced this version (ns, UTC)."""
     ts_recv_ns: _builtins.int
     """Service receive time of the event that produced this version (ns, UTC)."""
+    halted: _builtins.bool
+    """True while trading in the instrument is halted on the venue: no trade is applied until it resumes,
+    so the figures stand still. Always false for the ticker aggregated over all venues.
+    """
     @_builtins.property
     def volume(self) -> _common_pb2.Decimal:
         """Sum of trade sizes in the window (base units), exact."""
@@ -119,10 +124,11 @@ class Ticker(_message.Message):
         trade_count: _builtins.int = ...,
         ts_event_ns: _builtins.int = ...,
         ts_recv_ns: _builtins.int = ...,
+        halted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quote_volume", b"quote_volume", "volume", b"volume"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_ask", b"best_ask", "best_bid", b"best_bid", "change", b"change", "change_pct", b"change_pct", "high", b"high", "last", b"last", "low", b"low", "open", b"open", "quote_volume", b"quote_volume", "symbol", b"symbol", "trade_count", b"trade_count", "ts_event_ns", b"ts_event_ns", "ts_recv_ns", b"ts_recv_ns", "venue", b"venue", "volume", b"volume", "vwap", b"vwap", "window_start_ns", b"window_start_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_ask", b"best_ask", "best_bid", b"best_bid", "change", b"change", "change_pct", b"change_pct", "halted", b"halted", "high", b"high", "last", b"last", "low", b"low", "open", b"open", "quote_volume", b"quote_volume", "symbol", b"symbol", "trade_count", b"trade_count", "ts_event_ns", b"ts_event_ns", "ts_recv_ns", b"ts_recv_ns", "venue", b"venue", "volume", b"volume", "vwap", b"vwap", "window_start_ns", b"window_start_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
