@@ -80,15 +80,29 @@ def open_store(config: ServiceConfig) -> Any:
     return EmbeddedStore.open(config.data_dir)
 
 
+async def restore_state(engine: Engine, store: Any, feeds: Iterable[Feed]) -> None:
+    """With a feed that redelivers after a restart (Kafka): restore the engine from storage and seed that
+    feed's duplicate filter (``server.restore``), before the runtime starts."""
+    from server import restore
+
+    seeds = restore.dedupers(feeds)
+    if store is not None and seeds:
+        await asyncio.to_thread(restore.restore, engine, store, seeds)
+
+
 async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[ServerHandle, MetricsUpdater, int]:
     """Everything started; returns the server handle, the metrics updater and the metrics port (-1: off)."""
     feeds = build_feeds(config.feeds)
     instruments = feed_instruments(feeds)
     indices, marks, funding = pricing_for(instruments)
-    engine = Engine(EngineConfig(indices=indices, marks=marks, funding=funding), InstrumentRegistry(tuple(instruments)))
+    policies = config.source_policies()
+    engine = Engine(EngineConfig(indices=indices, marks=marks, funding=funding,
+                                 derived_venues=frozenset(p.composite for p in policies)),
+                    InstrumentRegistry(tuple(instruments)))
     store = open_store(config) if with_storage else None
+    await restore_state(engine, store, feeds)
     runtime = Runtime(engine, feeds, storage=store, tick_interval_s=config.tick_interval_ms / 1000,
-                      ingest_queue_batches=config.ingest_queue_batches)
+                      ingest_queue_batches=config.ingest_queue_batches, sources=policies)
     hub = Hub(engine)
     runtime.listeners.append(hub.on_updates)
     metrics = MetricsUpdater(runtime, hub=hub)

@@ -17,8 +17,9 @@ item is new (and remembers it) or a duplicate:
 
 Memory is bounded: one mark per (venue, symbol), at most ``max_streams`` of them (the oldest
 forgotten first), and at most ``2 * trade_window`` ids per stream. After a process crash, seed a new
-``Deduper`` from what durable storage holds (``seed``), so redelivered records that were already
-stored are still recognized.
+``Deduper`` from what durable storage holds (``seed`` with the stored trades, ``seed_book`` with the
+last stored sequence of each book restored from storage; ``server.restore`` does both), so
+redelivered records that were already stored are still recognized.
 
 ``begin`` / ``rollback`` / ``end`` bracket one batch: if the batch never reached the sink (``put``
 failed or was cancelled), ``rollback`` forgets what it admitted, so its redelivery is not mistaken for
@@ -80,6 +81,11 @@ class Deduper:
         for item in items:
             if isinstance(item, _TRACKED) and not self.admit(item):
                 self.duplicates -= 1
+
+    def seed_book(self, venue: str, symbol: str, seq: int) -> None:
+        """Remember book events of (venue, symbol) up to ``seq`` as applied (the last sequence storage
+        holds for a book restored from it); a lower mark than the current one is ignored. Counts nothing."""
+        self._advance(self._book, (venue, symbol), seq)
 
     def begin(self) -> None:
         """Start remembering how to undo what ``admit`` changes (one batch)."""

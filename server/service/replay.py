@@ -39,9 +39,10 @@ Memory: at most one chunk of records plus the message being built (with ``prefet
 read in the worker thread), whatever the length of the range.
 
 Speed 0 with a store that has ``replay_wire`` (the embedded store): trades and book updates come from the
-storage engine already encoded as response items (see ``server.storage.wire_sql``), in pages of
-``wire_chunk`` rows, the next page read while the current one is sent; candles and pricing of the page's
-window are read as records and merged in by event time. Same bytes as the record path, several times faster.
+storage engine already encoded as blocks of response items (ClickHouse's Protobuf format with the contract
+as schema; see ``server.storage.wire_sql``), in pages of ``wire_chunk`` rows, the next page read while the
+current one is sent; candles and pricing of the page's window are read as records and merged in by event
+time. The same bytes as the record path, many times faster.
 
 Throughput of the record path is bounded by ``store.replay`` (chdb query + building engine records:
 ~200-300k records/s on a 2-CPU host); its conversion and serialization run at ~800k updates/s.
@@ -50,7 +51,6 @@ Throughput of the record path is bounded by ``store.replay`` (chdb query + build
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import math
 import time
@@ -76,7 +76,7 @@ from server.service.convert import (
     _fill_trade,
 )
 from server.storage.codec import Kind, StoredRecord
-from server.storage.store import WIRE_KINDS, WirePage
+from server.storage.store import WIRE_KINDS, ExtraItems, WirePage
 
 __all__ = [
     "DEFAULT_CANDLE_INTERVAL",
@@ -443,6 +443,8 @@ class WireSource(ReplaySource, Protocol):
         *,
         venues: Collection[str] = ...,
         chunk: int = ...,
+        per_message: int = ...,
+        extra: ExtraItems | None = ...,
     ) -> Iterator[WirePage]: ...
 
 
@@ -455,64 +457,51 @@ def _frame(record: object, sequence: int = 0) -> bytes:
     return convert.batch_item(update.SerializeToString())
 
 
-def _merge(ts: list[int], frames: list[bytes], records: list[Any]) -> list[bytes]:
-    """Insert candle and pricing items (already in order) into a page by event time: at equal times they
-    go after trades and book updates, as the record path's merge ranks them."""
-    out: list[bytes] = []
-    start = 0
-    for r in records:
-        at = bisect.bisect_right(ts, r.ts if type(r) in _PRICING_RECORDS else r.ts_event, lo=start)
-        out.extend(frames[start:at])
-        out.append(_frame(r))
-        start = at
-    out.extend(frames[start:])
-    return out
-
-
-_PRICING_RECORDS: Final = (IndexPrice, MarkPrice, FundingRate)
+def _event_ts(record: Any) -> int:
+    """Event time of a candle or pricing record (pricing records call it ``ts``)."""
+    return int(record.ts if isinstance(record, IndexPrice | MarkPrice | FundingRate) else record.ts_event)
 
 
 async def _wire_responses(store: WireSource, plan: ReplayPlan, chunk: int, limit: int) -> AsyncGenerator[bytes, None]:
-    """Speed 0: trades and book updates come encoded from the store (``replay_wire``), page by page; the
-    next page is read while this one is sent. Candles and pricing of each page's window are read as records
-    and merged in by event time. Book sequences are the store's, counted from 1 as the record path does."""
+    """Speed 0: trades and book updates come encoded from the store (``replay_wire``) in pieces of at most
+    ``limit`` items, page by page; the next page is read while this one is sent. Candles and pricing of
+    each page's window are read as records and merged in by the store by event time. Book sequences are the
+    store's, counted from 1 as the record path does. The store aligns pieces on messages of ``limit`` updates,
+    so joining them gives the record path's bytes."""
     wire = [k for k in plan.kinds if k in _WIRE_KINDS]
     other = [k for k in plan.kinds if k not in _WIRE_KINDS]
     keep = _record_filter(plan)
-    pages = store.replay_wire(plan.symbols, wire, plan.start_ns, plan.end_ns, venues=plan.venues, chunk=chunk)
+
+    def extra(lo: int, hi: int) -> list[tuple[int, bytes]]:
+        items: list[tuple[int, bytes]] = []
+        for batch in store.replay(plan.symbols, other, lo, hi, chunk):
+            items.extend((_event_ts(r), _frame(r)) for r in batch if keep is None or keep(r))
+        return items
+
+    pages = store.replay_wire(plan.symbols, wire, plan.start_ns, plan.end_ns, venues=plan.venues, chunk=chunk,
+                              per_message=limit, extra=extra if other else None)
     it = iter(pages)
-
-    def read_page() -> tuple[WirePage, list[Any]] | None:
-        page = next(it, None)
-        if page is None:
-            return None
-        records: list[Any] = []
-        if other:
-            for batch in store.replay(plan.symbols, other, page.lo, page.hi, chunk):
-                records.extend(batch if keep is None else (r for r in batch if keep(r)))
-        return page, records
-
-    pending: asyncio.Future[tuple[WirePage, list[Any]] | None] | None = asyncio.ensure_future(
-        asyncio.to_thread(read_page))
+    pending: asyncio.Future[WirePage | None] | None = asyncio.ensure_future(asyncio.to_thread(next, it, None))
     sequence = 0
-    frames: list[bytes] = []
+    parts: list[bytes] = []
+    count = 0
     try:
         while pending is not None:
-            got = await asyncio.shield(pending)
+            page = await asyncio.shield(pending)
             pending = None
-            if got is None:
+            if page is None:
                 break
-            pending = asyncio.ensure_future(asyncio.to_thread(read_page))
-            page, records = got
-            more = _merge(page.ts, page.frames, records) if records else page.frames
-            frames = frames + more if frames else more
-            full = len(frames) - len(frames) % limit
-            for i in range(0, full, limit):
-                sequence += 1
-                yield convert.batch_from_items(sequence, frames[i:i + limit])
-            frames = frames[full:]  # a partial message waits for the next page
-        if frames:
-            yield convert.batch_from_items(sequence + 1, frames)
+            pending = asyncio.ensure_future(asyncio.to_thread(next, it, None))
+            for n, data in page.pieces:  # aligned on messages: a piece never spans two
+                parts.append(data)
+                count += n
+                if count >= limit:
+                    sequence += 1
+                    yield convert.batch_from_items(sequence, parts)
+                    parts = []
+                    count = 0
+        if parts:
+            yield convert.batch_from_items(sequence + 1, parts)
     finally:
         await _settle(pending, it)
 

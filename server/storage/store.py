@@ -22,16 +22,15 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Self
 
 import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from server.engine.candles import Candle, Interval
-from server.engine.events import Trade
+from server.engine.events import BookDelta, BookSnapshot, Trade
 from server.storage import wire_sql
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
@@ -67,30 +66,47 @@ _ORDER_TYPE: Final = {"kind": "Int8"}
 WIRE_KINDS: Final = (Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.QUOTES, Kind.TRADES)
 """Kinds ``replay_wire`` encodes in SQL (the high-volume ones); candles and pricing go through records."""
 _W = wire_sql
+_NO_LEVELS: Final = f"CAST([], '{_W.LEVELS}')"
+_QUOTE_BIDS: Final = f"CAST(if(bid_size != 0, [(bid_price, bid_size)], []), '{_W.LEVELS}')"
+_QUOTE_ASKS: Final = f"CAST(if(ask_size != 0, [(ask_price, ask_size)], []), '{_W.LEVELS}')"
 _WIRE_SELECT: Final = {
-    # ts, rank, symbol, venue, tie-breaks (s1, i1..i4, u1) as in the record merge, book?, BookUpdate key,
-    # fields before / after the book sequence (a trade is all "tail").
-    Kind.BOOK_SNAPSHOTS: f"ts_event, 0, symbol, venue, '', seq, 0, 0, 0, content_hash, 1, {_W.SNAPSHOT_KEY}, "
-                         f"{_W.SNAPSHOT_BODY[0]}, {_W.SNAPSHOT_BODY[1]}",
-    Kind.BOOK_DELTAS: f"ts_event, 1, symbol, venue, '', first_seq, seq, 0, 0, content_hash, 1, {_W.DELTA_KEY}, "
-                      f"{_W.DELTA_BODY[0]}, {_W.DELTA_BODY[1]}",
-    Kind.QUOTES: f"ts_event, 2, symbol, venue, '', bid_price, bid_size, ask_price, ask_size, 0, 1, "
-                 f"{_W.SNAPSHOT_KEY}, {_W.QUOTE_BODY[0]}, {_W.QUOTE_BODY[1]}",
-    Kind.TRADES: f"ts_event, 3, symbol, venue, trade_id, 0, 0, 0, 0, dedup_key, 0, 0, '', {_W.TRADE_BODY}",
+    # ts, rank, symbol, venue, tie-breaks (s1, i1..i4, u1) as in the record merge, then what the item needs:
+    # kind (0 snapshot, 1 delta, 2 quote, 3 trade), venue sequence, levels, status, ts_recv, trade fields.
+    Kind.BOOK_SNAPSHOTS: f"ts_event, 0, symbol, venue, '', seq, 0, 0, 0, content_hash, 0, seq, bids, asks, "
+                         f"{_W.book_status('bids', 'asks')}, ts_recv, '', 0, 0, 0",
+    Kind.BOOK_DELTAS: f"ts_event, 1, symbol, venue, '', first_seq, seq, 0, 0, content_hash, 1, seq, bids, asks, "
+                      f"{_W.CONSISTENT}, ts_recv, '', 0, 0, 0",
+    Kind.QUOTES: f"ts_event, 2, symbol, venue, '', bid_price, bid_size, ask_price, ask_size, 0, 2, 0, "
+                 f"{_QUOTE_BIDS}, {_QUOTE_ASKS}, if(bid_size != 0 AND ask_size != 0 AND bid_price != 0 "
+                 f"AND ask_price != 0 AND bid_price >= ask_price, {_W.CROSSED}, {_W.CONSISTENT}), ts_recv, '', 0, 0, 0",
+    Kind.TRADES: f"ts_event, 3, symbol, venue, trade_id, 0, 0, 0, 0, dedup_key, 3, 0, {_NO_LEVELS}, {_NO_LEVELS}, "
+                 f"0, ts_recv, trade_id, price, size, side",
 }
-_WIRE_COLUMNS: Final = "ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1, is_book, bkey, head, tail"
+_WIRE_COLUMNS: Final = ("ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1, kind, vseq, bids, asks, status, ts_recv, "
+                        "trade_id, price, size, side")
 _WIRE_ORDER: Final = "ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1"
+_WIRE_UPDATE: Final = _W.update_columns(
+    "kind",
+    {"venue": "venue", "symbol": "symbol", "trade_id": "trade_id", "price": "price", "size": "size", "side": "side",
+     "ts_event_ns": "ts", "ts_recv_ns": "ts_recv"},
+    {"venue": "venue", "symbol": "symbol", "sequence": "seq", "venue_sequence": "vseq", "bids": "bids",
+     "asks": "asks", "status": "status", "ts_event_ns": "ts", "ts_recv_ns": "ts_recv"})
+"""A row of the replay union as ``MarketDataUpdate`` columns (``trade.*``, ``book.snapshot.*``, ...)."""
 
 
 class WirePage(NamedTuple):
-    """Replay items of ``[lo, hi)`` in replay order: ``frames[i]`` is a ``ReplayStreamResponse.updates``
-    item (field 2, framed) whose event time is ``ts[i]``. Empty pages are yielded too, so a caller can
-    merge other kinds window by window."""
+    """Replay items of ``[lo, hi)`` in replay order, as ``(count, data)`` pieces: ``data`` is ``count``
+    ``ReplayStreamResponse.updates`` items (field 2, framed), either a chunk encoded by the storage engine
+    or one item from ``extra``. Empty pages are yielded too."""
 
     lo: int
     hi: int
-    ts: list[int]
-    frames: list[bytes]
+    pieces: list[tuple[int, bytes]]
+
+
+ExtraItems = Callable[[int, int], list[tuple[int, bytes]]]
+"""``(lo, hi) -> [(ts, framed item)]`` in order: items of other kinds (candles, pricing) to merge into a
+page's ``[lo, hi)``; each goes after every trade and book update at or before its ``ts``."""
 
 
 def _check_range(start_ns: int, end_ns: int, limit: int | None) -> None:
@@ -109,6 +125,7 @@ class EmbeddedStore:
         self.data_dir = data_dir
         self._lock = threading.RLock()
         self._last_version = 0
+        self._schema = wire_sql.write_schema(data_dir)
 
     # -- lifecycle
 
@@ -120,8 +137,6 @@ class EmbeddedStore:
         conn = ChdbConnection(path)
         try:
             apply_migrations(conn, migrations_dir)
-            for function in wire_sql.FUNCTIONS:
-                conn.execute(function)
             store = cls(conn, path)
             latest = conn.fetch_column("SELECT max(version) FROM candles")
             store._last_version = int(str(latest[0])) if latest else 0
@@ -294,21 +309,26 @@ class EmbeddedStore:
         end_ns: int,
         *,
         venues: Collection[str] = (),
-        chunk: int = 50_000,
+        chunk: int = 200_000,
+        per_message: int = 1000,
+        extra: ExtraItems | None = None,
     ) -> Iterator[WirePage]:
-        """Trades and book updates of ``[start_ns, end_ns)`` encoded by the storage engine, in the order of
-        ``replay``: pages of about ``chunk`` items over adaptive time windows, every window yielded.
+        """Trades and book updates of ``[start_ns, end_ns)`` encoded by the storage engine in the order of
+        ``replay``, in pages of about ``chunk`` rows over adaptive time windows (every window yielded);
+        ``extra`` items are merged in by time. Pieces are aligned on messages of ``per_message`` items
+        counted from the first item: no piece spans two messages, so joining pieces until ``per_message``
+        items gives the record path's messages.
 
         Book items carry the stream's own sequence per (venue, symbol), counted from 1 across pages, as
         ``server.service.replay`` numbers them. ``kinds`` are ``WIRE_KINDS`` values; ``venues`` filters
         (empty: all).
         """
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        if chunk < 1 or per_message < 1:
+            raise ValueError(f"chunk and per_message must be >= 1, got {chunk} and {per_message}")
         _check_range(start_ns, end_ns, None)
         selected = [k for k in WIRE_KINDS if k.value in set(kinds)]
         syms = sorted(set(symbols))
-        if not selected or not syms:
+        if not syms or (not selected and extra is None):
             return
         where = ["ts_event >= {lo:Int64}", "ts_event < {hi:Int64}", "symbol IN {symbols:Array(String)}"]
         base: Params = {"symbols": param_str_array(syms)}
@@ -316,53 +336,71 @@ class EmbeddedStore:
             where.append("venue IN {venues:Array(String)}")
             base["venues"] = param_str_array(sorted(set(venues)))
         cond = " AND ".join(where)
-        union = " UNION ALL ".join(
-            f"SELECT {_WIRE_SELECT[k]} FROM {k.value} FINAL WHERE {cond}" for k in selected)
+        union = " UNION ALL ".join(f"SELECT {_WIRE_SELECT[k]} FROM {k.value} FINAL WHERE {cond}" for k in selected)
         o = _WIRE_ORDER
-        # One nesting level per length prefix (see wire_sql). Book sequences: the count so far per book
-        # (cityHash64 of venue and symbol) plus the row number within this window.
+        # Rows in replay order, each written by ClickHouse's Protobuf format as a MarketDataUpdate and
+        # framed as an updates item, joined per response message (c: counted from the first item of the
+        # replay; one thread, so groupArray keeps the sorted input's order). Book sequences: the count so
+        # far per book (cityHash64 of venue and symbol) plus the row number within this window.
         sql = (
-            f"SELECT ts, bk, seq, mds_pb_ld({{item:UInt8}}, upd) AS frame FROM ("
-            f" SELECT {o}, bk, seq, mds_pb_ld(if(is_book, {{book:UInt8}}, {{trade:UInt8}}), mid) AS upd FROM ("
-            f"  SELECT {o}, bk, seq, is_book, if(is_book, mds_pb_ld(bkey, inner), inner) AS mid FROM ("
-            f"   SELECT {o}, bk, seq, is_book, bkey,"
-            f"    if(is_book, concat(head, char({{seqkey:UInt8}}), mds_pb_varint(seq), tail), tail) AS inner FROM ("
-            f"    SELECT {o}, is_book, bkey, head, tail, if(is_book, cityHash64(venue, symbol), 0) AS bk,"
-            f"     if(is_book, transform(bk, {{ok:Array(UInt64)}}, {{ov:Array(UInt64)}}, toUInt64(0))"
-            f"      + row_number() OVER (PARTITION BY is_book, venue, symbol ORDER BY {o}), 0) AS seq"
-            f"    FROM ({union}) AS u ({_WIRE_COLUMNS})))))"
-            f" ORDER BY {o} LIMIT {{limit:UInt64}}"
+            f"SELECT n, body FROM ("
+            f" SELECT c, count() AS n, arrayStringConcat(groupArray(s)) AS body FROM ("
+            f"  SELECT intDiv(rowNumberInAllBlocks() + {{base:UInt64}}, {{per:UInt64}}) AS c,"
+            f"   concat(char({_W.ITEM_KEY}), formatRowNoNewline('Protobuf', {_WIRE_UPDATE})) AS s FROM ("
+            f"   SELECT *, if(kind < 3, transform(cityHash64(venue, symbol), {{ok:Array(UInt64)}},"
+            f"    {{ov:Array(UInt64)}}, toUInt64(0)) + row_number() OVER (PARTITION BY kind < 3, venue, symbol"
+            f"    ORDER BY {o}), 0) AS seq"
+            f"   FROM ({union}) AS u ({_WIRE_COLUMNS}) ORDER BY {o}))"
+            f" GROUP BY c) ORDER BY c"
+            f" SETTINGS max_threads = 1, {_W.settings(self._schema, _W.UPDATE_MESSAGE)}"
         )
-        fixed: Params = {**base, "item": wire_sql.ITEM_KEY, "book": wire_sql.BOOK_KEY, "trade": wire_sql.TRADE_KEY,
-                         "seqkey": wire_sql.SEQUENCE_KEY}
-        total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
-        if total == 0:
-            yield WirePage(start_ns, end_ns, [], [])
-            return
+        books = [k for k in selected if k is not Kind.TRADES]
+        counts_sql = (
+            "SELECT cityHash64(venue, symbol) AS bk, count() AS n FROM ("
+            + " UNION ALL ".join(f"SELECT venue, symbol FROM {k.value} FINAL WHERE {cond}" for k in books)
+            + ") GROUP BY bk")
         offsets: dict[int, int] = {}
-        span = max(1, (end_ns - start_ns) * chunk // total)
-        lo = start_ns
-        while lo < end_ns:
-            hi = min(end_ns, lo + span)
-            # A one-nanosecond window is taken whole, however many rows it holds.
-            limit = 4 * chunk + 1 if hi - lo > 1 else 2**62
-            params: Params = {**fixed, "lo": lo, "hi": hi, "limit": limit,
+        emitted = 0  # items yielded so far
+
+        def encoded(lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+            """The wire rows of [lo, hi) as pieces aligned on messages; book offsets move past them."""
+            nonlocal emitted
+            params: Params = {**base, "lo": lo, "hi": hi, "base": emitted, "per": per_message,
                               "ok": "[" + ",".join(map(str, offsets)) + "]",
                               "ov": "[" + ",".join(map(str, offsets.values())) + "]"}
             table = self._query(sql, params)
-            if table.num_rows > 4 * chunk and hi - lo > 1:
-                span = max(1, (hi - lo) // 4)  # too dense: a smaller window, same start
+            for n, body in zip(table.column("n").to_pylist(), table.column("body").cast(pa.binary()).to_pylist(),
+                               strict=True):
+                emitted += n
+                yield n, body
+            if books and table.num_rows:
+                counts = self._query(counts_sql, {**base, "lo": lo, "hi": hi})
+                for bk, n in zip(counts.column("bk").to_pylist(), counts.column("n").to_pylist(), strict=True):
+                    offsets[bk] = offsets.get(bk, 0) + n
+
+        total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
+        span = max(1, (end_ns - start_ns) * chunk // total) if total else end_ns - start_ns
+        lo = start_ns
+        while lo < end_ns:
+            hi = min(end_ns, lo + span)
+            rows = sum(self._count(SPECS[k], where, {**base, "lo": lo, "hi": hi}) for k in selected)
+            if rows > 4 * chunk and hi - lo > 1:  # too dense: a smaller window, same start
+                span = max(1, (hi - lo) // 4)
                 continue
-            if table.num_rows:
-                books = table.filter(pc.greater(table.column("seq"), 0))
-                if books.num_rows:
-                    last = books.group_by("bk").aggregate([("seq", "max")])
-                    for bk, seq in zip(last.column("bk").to_pylist(), last.column("seq_max").to_pylist(), strict=True):
-                        offsets[int(bk)] = int(seq)
-            yield WirePage(lo, hi, table.column("ts").to_pylist(),
-                           table.column("frame").cast(pa.binary()).to_pylist())
+            pieces: list[tuple[int, bytes]] = []
+            at = lo
+            # An extra item at t goes after every row at or before t: the window is cut after t.
+            for ts, data in extra(lo, hi) if extra is not None else ():
+                if rows and ts >= at:
+                    pieces.extend(encoded(at, ts + 1))
+                    at = ts + 1
+                pieces.append((1, data))
+                emitted += 1
+            if rows and at < hi:
+                pieces.extend(encoded(at, hi))
+            yield WirePage(lo, hi, pieces)
             lo = hi
-            if table.num_rows < chunk // 2:
+            if rows < chunk // 2:
                 span *= 2
 
     @staticmethod
@@ -428,6 +466,118 @@ class EmbeddedStore:
                 if len(recs) < chunk // 2:
                     span *= 2
 
+    # -- restore after a restart (server.restore)
+
+    def trade_series(self) -> dict[tuple[str, str], int]:
+        """(venue, symbol) -> event time of its latest stored trade, for every series with trades."""
+        table = self._query("SELECT venue, symbol, max(ts_event) AS last FROM trades GROUP BY venue, symbol", {})
+        return {(str(v), str(s)): int(t) for v, s, t in zip(
+            table.column("venue").to_pylist(), table.column("symbol").to_pylist(),
+            table.column("last").to_pylist(), strict=True)}
+
+    def count_trades_since(self, starts: dict[tuple[str, str], int]) -> int:
+        """Stored trades of the series in ``starts`` with ``ts_event >= starts[(venue, symbol)]``.
+
+        An estimate from above: a row written twice counts twice until the table merges it.
+        """
+        if not starts:
+            return 0
+        keys = [f"{v}\x1f{s}" for v, s in starts]
+        sql = ("SELECT count() FROM trades WHERE ts_event >= transform(concat(venue, char(31), symbol), "
+               "{keys:Array(String)}, {starts:Array(Int64)}, toInt64(9223372036854775807))")
+        params: Params = {"keys": param_str_array(keys), "starts": "[" + ",".join(map(str, starts.values())) + "]"}
+        with self._lock:
+            values = self._conn.fetch_column(sql, params)
+        return int(str(values[0])) if values else 0
+
+    def trades_since(self, venue: str, symbol: str, start_ns: int, chunk: int = 50_000) -> Iterator[list[Trade]]:
+        """Trades of one series with ``ts_event >= start_ns`` in pages of at most ``chunk``, in the order a
+        restore applies them: event time, then trade id (shorter first, so numeric ids of one
+        nanosecond come in number order), then the identity of trades without an id."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        spec = SPECS[Kind.TRADES]
+        order = "ts_event, length(trade_id), trade_id, dedup_key"
+        where = "venue = {venue:String} AND symbol = {symbol:String} AND ts_event >= {lo:Int64}"
+        keyset = (" AND ts_event >= {k0:Int64}"
+                  f" AND ({order}) > ({{k0:Int64}}, {{k1:UInt64}}, {{k2:String}}, {{k3:UInt64}})")
+        head = f"SELECT {', '.join(spec.select)}, {order} FROM trades FINAL WHERE "
+        params: Params = {"venue": param_str(venue), "symbol": param_str(symbol), "lo": start_ns}
+        cursor: list[Any] | None = None
+        while True:
+            if cursor is not None:
+                params.update({"k0": int(cursor[0]), "k1": int(cursor[1]), "k2": param_str(str(cursor[2])),
+                               "k3": int(cursor[3])})
+            sql = f"{head}{where}{keyset if cursor is not None else ''} ORDER BY {order} LIMIT {int(chunk)}"
+            recs, keys = decode(spec, self._query(sql, params), extra=4)
+            page = [t for t in recs if isinstance(t, Trade)]
+            if page:
+                yield page
+            if len(recs) < chunk:
+                return
+            cursor = [col[-1] for col in keys]
+
+    def book_marks(self) -> dict[tuple[str, str], int]:
+        """(venue, symbol) -> the highest book sequence stored (deltas and snapshots); books without
+        sequences (0) are left out."""
+        table = self._query(
+            "SELECT venue, symbol, max(seq) AS mark FROM (SELECT venue, symbol, seq FROM book_deltas "
+            "UNION ALL SELECT venue, symbol, seq FROM book_snapshots) GROUP BY venue, symbol HAVING mark > 0", {})
+        return {(str(v), str(s)): int(m) for v, s, m in zip(
+            table.column("venue").to_pylist(), table.column("symbol").to_pylist(),
+            table.column("mark").to_pylist(), strict=True)}
+
+    def latest_book_snapshots(self) -> list[BookSnapshot]:
+        """Per (venue, symbol), the stored snapshot with the highest sequence (> 0), by venue and symbol."""
+        spec = SPECS[Kind.BOOK_SNAPSHOTS]
+        sql = (f"SELECT {', '.join(spec.select)} FROM book_snapshots FINAL WHERE (venue, symbol, seq) IN "
+               "(SELECT venue, symbol, max(seq) FROM book_snapshots WHERE seq > 0 GROUP BY venue, symbol) "
+               "ORDER BY venue, symbol, ts_event")
+        latest: dict[tuple[str, str], BookSnapshot] = {}
+        for snap in decode(spec, self._query(sql, {}))[0]:
+            if isinstance(snap, BookSnapshot):
+                latest[snap.venue, snap.symbol] = snap
+        return list(latest.values())
+
+    def count_book_deltas_after(self, venue: str, symbol: str, seq: int) -> int:
+        """Stored deltas of one book with a sequence above ``seq`` (an estimate from above, as
+        ``count_trades_since``)."""
+        return self._count(SPECS[Kind.BOOK_DELTAS],
+                           ["venue = {venue:String}", "symbol = {symbol:String}", "seq > {seq:Int64}"],
+                           {"venue": param_str(venue), "symbol": param_str(symbol), "seq": seq})
+
+    def book_deltas_after(self, venue: str, symbol: str, seq: int, chunk: int = 50_000) -> Iterator[list[BookDelta]]:
+        """Stored deltas of one book with a sequence above ``seq``, in sequence order, in pages of at most
+        ``chunk``."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        spec = SPECS[Kind.BOOK_DELTAS]
+        order = "seq, first_seq, ts_event, content_hash"
+        where = "venue = {venue:String} AND symbol = {symbol:String} AND seq > {seq:Int64}"
+        keyset = f" AND seq >= {{k0:Int64}} AND ({order}) > ({{k0:Int64}}, {{k1:Int64}}, {{k2:Int64}}, {{k3:UInt64}})"
+        head = f"SELECT {', '.join(spec.select)}, {order} FROM book_deltas FINAL WHERE "
+        params: Params = {"venue": param_str(venue), "symbol": param_str(symbol), "seq": seq}
+        cursor: list[Any] | None = None
+        while True:
+            if cursor is not None:
+                params.update({f"k{i}": int(v) for i, v in enumerate(cursor)})
+            sql = f"{head}{where}{keyset if cursor is not None else ''} ORDER BY {order} LIMIT {int(chunk)}"
+            recs, keys = decode(spec, self._query(sql, params), extra=4)
+            page = [d for d in recs if isinstance(d, BookDelta)]
+            if page:
+                yield page
+            if len(recs) < chunk:
+                return
+            cursor = [col[-1] for col in keys]
+
+    def latest_candle_times(self) -> dict[tuple[str, str, Interval], int]:
+        """(venue, symbol, interval) -> open time of its latest stored candle."""
+        table = self._query("SELECT venue, symbol, interval, max(open_time) AS t FROM candles "
+                            "GROUP BY venue, symbol, interval", {})
+        return {(str(v), str(s), Interval(int(i))): int(t) for v, s, i, t in zip(
+            table.column("venue").to_pylist(), table.column("symbol").to_pylist(),
+            table.column("interval").to_pylist(), table.column("t").to_pylist(), strict=True)}
+
     # -- helpers
 
     def _count(self, spec: TableSpec, where: list[str], params: Params) -> int:
@@ -439,3 +589,4 @@ class EmbeddedStore:
     def _query(self, sql: str, params: Params) -> Any:
         with self._lock:
             return self._conn.query_arrow(sql, params)
+

@@ -1,70 +1,69 @@
-"""Protobuf wire encoding written in ClickHouse SQL: a max-speed replay has the storage engine encode
-trades and book updates, vectorized, instead of building one Python message per record.
+"""Replay responses encoded by the storage engine: ClickHouse's own Protobuf output format, with the
+contract itself (protos/marketdata/v1) as its schema.
 
-``FUNCTIONS`` are SQL user-defined functions (``CREATE OR REPLACE FUNCTION mds_pb_*``), applied when a
-store opens: ``mds_pb_varint`` (base-128 varint of a UInt64; negative Int64 values are two's complement,
-as protobuf writes int64), ``mds_pb_zz`` (zigzag for sint64), and field writers that omit default values,
-as protobuf's own serializer does, so the bytes equal ``SerializeToString`` of the same message.
+A max-speed replay of trades and book updates has chdb write each row as a ``MarketDataUpdate``
+(``formatRowNoNewline('Protobuf', ...)`` over columns named by field path, e.g. ``trade.price``), framed as a
+``ReplayStreamResponse.updates`` item and joined per response message. ClickHouse omits default values
+and all-default nested messages as protobuf's own serializer does, so the bytes equal
+``SerializeToString`` of the same messages (a test compares them with ``server.service.convert``).
 
-The expressions below build each record's ``MarketDataUpdate`` body; ``frame_sql`` wraps a body with the
-book sequence into the ``updates`` item of a ``ReplayStreamResponse`` (field 2). Field numbers come from
-the generated descriptors, so a contract change cannot leave this file silently wrong (a test compares
-the bytes with ``server.service.convert``).
-
-Each length-prefix level of a record is computed in its own subquery, so the query stays small to analyse
-(a query costs tens of milliseconds to plan: replay reads pages of 100k rows).
+The column paths and types are derived from the generated descriptors, so a renamed or retyped field
+fails here rather than writing something else; the byte tests catch the rest.
 """
 
 from __future__ import annotations
 
+import re
+from functools import cache
+from pathlib import Path
 from typing import Final
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from marketdata.v1 import book_pb2, common_pb2, market_data_service_pb2, trade_pb2
 
-_VARINT_BYTES: Final = " + ".join(f"(v >= {1 << (7 * k)})" for k in range(1, 10))
-_VARINT_CHARS: Final = ", ".join(
-    f"bitOr(bitAnd(bitShiftRight(v, {7 * k}), 127), if(v >= {1 << (7 * (k + 1))}, 128, 0))"
-    if k < 9 else "bitShiftRight(v, 63)"
-    for k in range(10)
-)
+PROTO_DIR: Final = Path(__file__).resolve().parents[2] / "protos" / "marketdata" / "v1"
+"""The contract's source files (the schema chdb is given)."""
 
-# ``arrayMap(v -> ..., [x])[1]`` binds an argument once: a UDF body that repeats its argument would copy
-# the argument's whole expression at every use when inlined, and the query analysis time would explode.
-FUNCTIONS: Final[tuple[str, ...]] = (
-    "CREATE OR REPLACE FUNCTION mds_pb_varint AS (x) -> arrayElement(arrayMap(v -> if(v < 128, char(v), "
-    f"substring(char({_VARINT_CHARS}), 1, 1 + {_VARINT_BYTES})), [toUInt64(x)]), 1)",
-    "CREATE OR REPLACE FUNCTION mds_pb_zz AS (x) -> "
-    "arrayElement(arrayMap(v -> bitXor(bitShiftLeft(v, 1), bitShiftRight(v, 63)), [toInt64(x)]), 1)",
-    "CREATE OR REPLACE FUNCTION mds_pb_ld AS (key, payload) -> "
-    "arrayElement(arrayMap(p -> concat(char(key), mds_pb_varint(length(p)), p), [payload]), 1)",
-    "CREATE OR REPLACE FUNCTION mds_pb_str AS (key, v) -> if(v = '', '', mds_pb_ld(key, v))",
-    "CREATE OR REPLACE FUNCTION mds_pb_int AS (key, v) -> if(v = 0, '', concat(char(key), mds_pb_varint(v)))",
-    "CREATE OR REPLACE FUNCTION mds_pb_sint AS (key, v) -> "
-    "if(v = 0, '', concat(char(key), mds_pb_varint(mds_pb_zz(v))))",
-)
-"""Applied by ``EmbeddedStore.open`` (idempotent)."""
+_CH_TYPES: Final = {
+    FieldDescriptor.TYPE_STRING: "String",
+    FieldDescriptor.TYPE_SINT64: "Int64",
+    FieldDescriptor.TYPE_INT64: "Int64",
+    FieldDescriptor.TYPE_UINT64: "UInt64",
+    FieldDescriptor.TYPE_ENUM: "Int32",
+    FieldDescriptor.TYPE_BOOL: "Bool",
+}
 
 
-def _key(message: Descriptor, name: str) -> int:
-    """The one-byte key (field number << 3 | wire type) of a field; all fields used here are < 16."""
-    field = message.fields_by_name[name]
-    wire = 2 if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE,
-                               FieldDescriptor.TYPE_BYTES) else 0
-    key = field.number << 3 | wire
-    assert key < 128, f"{message.name}.{name}: a field number >= 16 needs a two-byte key"
-    return key
+@cache
+def schema_text() -> str:
+    """Every contract file joined into one self-contained proto3 file (all share package marketdata.v1)."""
+    parts = ['syntax = "proto3";', "package marketdata.v1;"]
+    parts.extend(re.sub(r"^(syntax|package|import|option) .*$", "", path.read_text(), flags=re.M)
+                 for path in sorted(PROTO_DIR.glob("*.proto")))
+    return "\n".join(parts)
 
 
-def _field(message: Descriptor, name: str, expr: str) -> str:
-    """A writer for scalar field ``name`` of ``message`` from SQL ``expr`` (omitted when default)."""
-    field = message.fields_by_name[name]
-    key = _key(message, name)
-    if field.type == FieldDescriptor.TYPE_STRING:
-        return f"mds_pb_str({key}, {expr})"
-    if field.type == FieldDescriptor.TYPE_SINT64:
-        return f"mds_pb_sint({key}, {expr})"
-    return f"mds_pb_int({key}, {expr})"
+SCHEMA_FILE: Final = "format_schemas/marketdata_v1.proto"
+"""Where a store writes ``schema_text()``, under its data directory (chdb reads schemas from files; the
+inline ``format_schema_source = 'string'`` would cache a copy under the process's working directory)."""
+
+
+def write_schema(data_dir: Path) -> Path:
+    """Write the joined contract under ``data_dir`` (replacing an older one); its absolute path."""
+    path = data_dir / SCHEMA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = schema_text()
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
+def settings(schema: Path, message: str) -> str:
+    """The SETTINGS clause item that selects ``message`` of the schema file ``schema``."""
+    assert "'" not in str(schema) and "\\" not in str(schema), schema
+    return f"format_schema = '{schema}:{message}'"
 
 
 _TRADE = trade_pb2.Trade.DESCRIPTOR
@@ -74,6 +73,48 @@ _LEVEL = book_pb2.PriceLevel.DESCRIPTOR
 _BOOK_UPDATE = book_pb2.BookUpdate.DESCRIPTOR
 _UPDATE = market_data_service_pb2.MarketDataUpdate.DESCRIPTOR
 _RESPONSE = market_data_service_pb2.ReplayStreamResponse.DESCRIPTOR
+UPDATE_MESSAGE: Final = _UPDATE.name
+
+assert [f.name for f in _LEVEL.fields] == ["price", "size"]
+LEVELS: Final = "Array(Tuple(price Int64, size Int64))"
+"""Stored book levels; written as repeated PriceLevel."""
+_DEFAULTS: Final = {"String": "''", "Int64": "0", "UInt64": "0", "Int32": "0", "Bool": "false", LEVELS: "[]"}
+
+
+def _columns(path: str, message: Descriptor, values: dict[str, str], when: str) -> list[str]:
+    """``expr AS `path.field``` for each field of ``message`` in ``values`` (a SQL expression each), the
+    field's default where ``when`` is false: a message whose fields are all defaults is not written."""
+    out: list[str] = []
+    for name, expr in values.items():
+        f = message.fields_by_name[name]
+        if f.type == FieldDescriptor.TYPE_MESSAGE:
+            assert f.message_type is _LEVEL and f.is_repeated, name
+            kind = LEVELS
+        else:
+            kind = _CH_TYPES[f.type]
+        out.append(f"if({when}, CAST({expr}, '{kind}'), {_DEFAULTS[kind]}) AS `{path}.{name}`")
+    return out
+
+
+def update_columns(kind: str, trade: dict[str, str], book: dict[str, str]) -> str:
+    """The SELECT list of a ``MarketDataUpdate`` per row: ``trade`` where ``kind`` is 3, the book
+    ``snapshot`` where it is 0 or 2 (a quote is a one-level snapshot), the ``delta`` where it is 1."""
+    trade_field = _UPDATE.fields_by_name["trade"]
+    book_field = _UPDATE.fields_by_name["book"]
+    assert trade_field.message_type is _TRADE and book_field.message_type is _BOOK_UPDATE
+    snapshot = _BOOK_UPDATE.fields_by_name["snapshot"]
+    delta = _BOOK_UPDATE.fields_by_name["delta"]
+    assert snapshot.message_type is _SNAPSHOT and delta.message_type is _DELTA
+    return ", ".join([
+        *_columns(trade_field.name, _TRADE, trade, f"{kind} = 3"),
+        *_columns(f"{book_field.name}.{snapshot.name}", _SNAPSHOT, book, f"{kind} IN (0, 2)"),
+        *_columns(f"{book_field.name}.{delta.name}", _DELTA, book, f"{kind} = 1"),
+    ])
+
+
+ITEM_KEY: Final = _RESPONSE.fields_by_name["updates"].number << 3 | 2
+"""The key byte of a ``ReplayStreamResponse.updates`` item (length-delimited)."""
+assert _RESPONSE.fields_by_name["updates"].message_type is _UPDATE and ITEM_KEY < 128
 
 CONSISTENT: Final = int(book_pb2.BOOK_STATUS_CONSISTENT)
 CROSSED: Final = int(book_pb2.BOOK_STATUS_CROSSED)
@@ -81,62 +122,10 @@ assert [int(v) for v in (common_pb2.SIDE_UNSPECIFIED, common_pb2.SIDE_BUY, commo
     "stored sides (engine Side) are written as they are"
 
 
-def _levels(message: Descriptor, name: str, prices: str, sizes: str) -> str:
-    """A repeated PriceLevel field from two parallel arrays."""
-    key = _key(message, name)
-    level = f"concat({_field(_LEVEL, 'price', 'p')}, {_field(_LEVEL, 'size', 's')})"
-    return f"arrayStringConcat(arrayMap((p, s) -> mds_pb_ld({key}, {level}), {prices}, {sizes}))"
-
-
-def _status(bid_prices: str, bid_sizes: str, ask_prices: str, ask_sizes: str) -> str:
-    """BOOK_STATUS_CROSSED when the best bid >= the best ask (zero sizes ignored), else CONSISTENT."""
-    best_bid = f"arrayMax(arrayFilter((p, s) -> s != 0, {bid_prices}, {bid_sizes}))"
-    best_ask = f"arrayMin(arrayFilter((p, s) -> s != 0, {ask_prices}, {ask_sizes}))"
-    has = f"arrayExists(s -> s != 0, {bid_sizes}) AND arrayExists(s -> s != 0, {ask_sizes})"
+def book_status(bids: str, asks: str) -> str:
+    """BOOK_STATUS_CROSSED when the best bid >= the best ask (zero sizes ignored), else CONSISTENT, from
+    two arrays of (price, size) tuples."""
+    best_bid = f"arrayMax(arrayMap(l -> l.1, arrayFilter(l -> l.2 != 0, {bids})))"
+    best_ask = f"arrayMin(arrayMap(l -> l.1, arrayFilter(l -> l.2 != 0, {asks})))"
+    has = f"arrayExists(l -> l.2 != 0, {bids}) AND arrayExists(l -> l.2 != 0, {asks})"
     return f"if({has} AND {best_bid} >= {best_ask}, {CROSSED}, {CONSISTENT})"
-
-
-TRADE_BODY: Final = "concat(" + ", ".join([
-    _field(_TRADE, "venue", "venue"), _field(_TRADE, "symbol", "symbol"), _field(_TRADE, "trade_id", "trade_id"),
-    _field(_TRADE, "price", "price"), _field(_TRADE, "size", "size"), _field(_TRADE, "side", "side"),
-    _field(_TRADE, "ts_event_ns", "ts_event"), _field(_TRADE, "ts_recv_ns", "ts_recv"),
-]) + ")"
-"""Trade fields, from a ``trades`` row."""
-
-
-def _book_body(message: Descriptor, bids: tuple[str, str], asks: tuple[str, str], venue_seq: str,
-               status: str) -> tuple[str, str]:
-    """(fields before ``sequence``, fields after it) of a BookSnapshot or BookDelta: the sequence is the
-    replay stream's own and is written between them."""
-    head = f"concat({_field(message, 'venue', 'venue')}, {_field(message, 'symbol', 'symbol')})"
-    tail = "concat(" + ", ".join([
-        _field(message, "venue_sequence", venue_seq),
-        _levels(message, "bids", *bids), _levels(message, "asks", *asks),
-        _field(message, "status", status),
-        _field(message, "ts_event_ns", "ts_event"), _field(message, "ts_recv_ns", "ts_recv"),
-    ]) + ")"
-    return head, tail
-
-
-SNAPSHOT_BODY: Final = _book_body(_SNAPSHOT, ("bids.price", "bids.size"), ("asks.price", "asks.size"), "seq",
-                                  _status("bids.price", "bids.size", "asks.price", "asks.size"))
-"""A ``book_snapshots`` row as a BookSnapshot (status from its levels, as ``convert`` computes it)."""
-DELTA_BODY: Final = _book_body(_DELTA, ("bids.price", "bids.size"), ("asks.price", "asks.size"), "seq",
-                               str(CONSISTENT))
-"""A ``book_deltas`` row as a BookDelta (status CONSISTENT, as the record path replays it)."""
-_Q_BID = ("if(bid_size != 0, [bid_price], [])", "if(bid_size != 0, [bid_size], [])")
-_Q_ASK = ("if(ask_size != 0, [ask_price], [])", "if(ask_size != 0, [ask_size], [])")
-QUOTE_BODY: Final = _book_body(
-    _SNAPSHOT, _Q_BID, _Q_ASK, "0",
-    f"if(bid_size != 0 AND ask_size != 0 AND bid_price != 0 AND ask_price != 0 AND bid_price >= ask_price, "
-    f"{CROSSED}, {CONSISTENT})")
-"""A ``quotes`` row as a one-level BookSnapshot (venue_sequence 0), as ``convert.quote_book_pb``."""
-
-TRADE_KEY: Final = _key(_UPDATE, "trade")
-BOOK_KEY: Final = _key(_UPDATE, "book")
-SNAPSHOT_KEY: Final = _key(_BOOK_UPDATE, "snapshot")
-DELTA_KEY: Final = _key(_BOOK_UPDATE, "delta")
-ITEM_KEY: Final = _key(_RESPONSE, "updates")
-SEQUENCE_KEYS: Final = {SNAPSHOT_KEY: _key(_SNAPSHOT, "sequence"), DELTA_KEY: _key(_DELTA, "sequence")}
-assert len(set(SEQUENCE_KEYS.values())) == 1
-SEQUENCE_KEY: Final = SEQUENCE_KEYS[SNAPSHOT_KEY]
