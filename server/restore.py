@@ -23,12 +23,11 @@ list: it is neither published to subscribers nor written to storage again.
   snapshot may still bring them back).
 - **Dedupers** (``Seedable``: ``feeds.kafka.dedupe.Deduper``) get every restored trade.
 
-The last restored trade of each series is applied with ``ts_recv`` 0, which the engine reads as "no
-receive lag known": clock ticks do not close the series' candles until its feed delivers a trade again.
-Otherwise the ticks after a restart would close the periods the feed is still replaying (the downtime
-looks like receive lag) and the redelivered trades would land as late. Consequences: that one trade
-shows ``ts_recv`` 0 in the recent-trades ring, and a series whose feed stays silent keeps its last
-candle open until its next trade. Quotes and instrument states are not restored.
+After the trades, ``Engine.forget_receive_lag`` makes every series' receive lag unknown: clock ticks do
+not close its candles until its feed delivers a trade again. Otherwise the ticks after a restart would
+close the periods the feed is still replaying (the downtime looks like receive lag) and the redelivered
+trades would land as late. A series whose feed stays silent therefore keeps its last candle open until its
+next trade. Quotes and instrument states are not restored.
 """
 
 from __future__ import annotations
@@ -115,19 +114,13 @@ def restore(engine: Engine, store: EmbeddedStore, seeds: Sequence[Seedable] = ()
     stored = store.latest_candle_times()
     missing: dict[tuple[str, str, Interval, int], Candle] = {}
     for (venue, symbol), start in starts.items():
-        held: Trade | None = None
         for page in store.trades_since(venue, symbol, start, chunk):
             for s in seeds:
                 s.seed(page)
-            if held is not None:
-                engine.apply(held, out)
-            held = page[-1]
-            engine.apply_batch(page[:-1], out)
+            engine.apply_batch(page, out)
             report.trades += len(page)
             _collect(out, start, stored, missing)
-        if held is not None:
-            engine.apply(held._replace(ts_recv=0), out)  # no receive lag known: see the module docstring
-            _collect(out, start, stored, missing)
+    engine.forget_receive_lag()  # see the module docstring
     if missing:
         report.candles_written = len(missing)
         store.write_batch(list(missing.values()))

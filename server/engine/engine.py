@@ -549,6 +549,13 @@ class Engine:
             if not self.alerts.list(symbol):
                 self._alert_symbols.discard(symbol)
 
+    def forget_receive_lag(self) -> None:
+        """After state was restored from storage: every trade series' receive lag is unknown until its
+        feed delivers again, so clock ticks do not close candles a redelivery may still complete (the
+        downtime would otherwise look like lag), and a restored last trade is not a fresh index price."""
+        for state in self._trades.values():
+            state.last_ts = 0
+
     # -- clock ----------------------------------------------------------------------------------
 
     def _on_tick(self, ev: ClockTick, out: list[object]) -> None:

@@ -787,3 +787,21 @@ def test_batch_split_anywhere_gives_same_updates() -> None:
         engine.apply_batch(events[cut:], out)
         assert out == whole
 
+
+
+def test_forget_receive_lag_keeps_candles_open_until_the_feed_delivers_again() -> None:
+    """After a restore, a tick long after the restored trades must not close their candles (the downtime
+    is not receive lag); the first live trade makes the lag known again."""
+    s = 1_000_000_000
+    engine = Engine()
+    out: list[object] = []
+    engine.apply(Trade("v", "S", "1", 100 * s, s, Side.BUY, 10 * s, 10 * s), out)
+    engine.forget_receive_lag()
+    out.clear()
+    engine.apply(ClockTick(10_000 * s), out)
+    assert not [u for u in out if isinstance(u, Candle) and u.closed]
+    engine.apply(Trade("v", "S", "2", 100 * s, s, Side.BUY, 10 * s + s // 2, 10_001 * s), out)  # redelivered
+    engine.apply(ClockTick(10_100 * s), out)
+    closed = [u for u in out if isinstance(u, Candle) and u.closed and u.interval == Interval.S1]
+    assert [(c.open_time, c.volume, c.trade_count) for c in closed] == [(10 * s, 2 * s, 2)]
+    assert not [u for u in out if isinstance(u, QualityFlag) and u.kind == QualityKind.LATE_TRADE]
