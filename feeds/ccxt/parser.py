@@ -14,6 +14,16 @@ checks) and hands out the whole book on every ``watch_order_book``. ``CcxtParser
   feed's numbering lets the engine still catch a lost batch. After a ``reset`` (checksum failure, gap,
   reconnect) numbering continues from where it was, with a fresh snapshot.
 
+Cost: proportional to what changed. When the top N of a side are list/tuple rows of exact floats
+(ccxt's normal output), their raw ``(price, amount)`` pairs are kept (copied: ccxt mutates its rows in
+place) and the next book is compared with them: an identical side costs a list comparison, a changed
+one converts only the pairs not seen last time. This is exact because floats compare exactly and the
+float -> 1e-9 int conversion is one-to-one on the floats it accepts, so the raw pairs diff is the
+converted levels diff. Conversions are also cached per float value (bounded, cleared when full).
+Anything else (another number type, a row that is not a list or tuple, a value that does not convert,
+unsorted or non-positive levels) takes the full path, which converts and checks every level as
+before, so the events and dead letters are the same either way.
+
 Numbers: ccxt turns venue strings into Python floats. Each float is converted with
 ``Decimal(repr(x))``: ``repr`` is the shortest decimal that round-trips to the same double, which is
 exactly the venue's decimal string whenever that string has at most 15 significant digits (every
@@ -34,10 +44,12 @@ counted in ``stats.skipped``; anything malformed becomes a ``DeadLetter`` with t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -106,7 +118,8 @@ def _raw(obj: Any) -> str:
     return text[:MAX_RAW]
 
 
-def _side_levels(rows: Any, what: str, depth: int, descending: bool) -> dict[int, int]:
+def _side_levels(rows: Any, what: str, depth: int, descending: bool,
+                 fixed: Callable[[Any, str], int] = to_fixed) -> dict[int, int]:
     """The first ``depth`` levels of one book side, checked (strictly sorted, positive)."""
     if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
         raise CcxtParseError(f"{what} is not a list")
@@ -115,8 +128,8 @@ def _side_levels(rows: Any, what: str, depth: int, descending: bool) -> dict[int
     for row in rows[:depth]:
         if not isinstance(row, Sequence) or isinstance(row, (str, bytes)) or len(row) < 2:
             raise CcxtParseError(f"{what}: bad level {row!r}"[:200])
-        price = to_fixed(row[0], f"{what} price")
-        size = to_fixed(row[1], f"{what} size")
+        price = fixed(row[0], f"{what} price")
+        size = fixed(row[1], f"{what} size")
         if price <= 0 or size <= 0:
             raise CcxtParseError(f"{what}: level {row!r} is not positive"[:200])
         if last is not None and (price >= last if descending else price <= last):
@@ -133,39 +146,145 @@ def _changes(old: dict[int, int], new: dict[int, int], descending: bool) -> tupl
     return tuple(changed)
 
 
+_PAIR: Final = operator.itemgetter(0, 1)
+_PRICE: Final = operator.itemgetter(0)
+_ROWS: Final = frozenset((list, tuple))
+_FLOATS: Final = frozenset((float,))
+FIXED_CACHE_SIZE: Final = 1 << 15
+"""Float -> 1e-9 int conversions kept per parser (the cache is cleared when full)."""
+
+_Pairs = list[tuple[float, float]]
+
+
+def _float_pairs(rows: Any, depth: int) -> _Pairs | None:
+    """The raw (price, amount) of the top ``depth`` rows when all are list/tuple rows of floats; else None."""
+    if not isinstance(rows, list):
+        return None
+    top = rows[:depth]
+    if type(top) is not list or not _ROWS.issuperset(map(type, top)):
+        return None
+    try:
+        pairs: _Pairs = list(map(_PAIR, top))
+    except IndexError:
+        return None
+    # exact type: 1, True, Decimal or str can equal a float yet convert differently
+    return pairs if _FLOATS.issuperset(map(type, itertools.chain.from_iterable(pairs))) else None
+
+
+class _Side:
+    """One side of the top N last emitted: its ``levels`` (1e-9 ints) and/or its ``raw`` float pairs."""
+
+    __slots__ = ("_levels", "_pairs", "raw")
+
+    def __init__(self, levels: dict[int, int] | None, raw: _Pairs | None, pairs: set[tuple[float, float]] | None = None
+                 ) -> None:
+        self._levels = levels
+        self.raw = raw
+        """The top N as ccxt's (price, amount) floats in book order; None: not all floats."""
+        self._pairs = pairs
+
+    def levels(self, fixed: Callable[[Any, str], int]) -> dict[int, int]:
+        if self._levels is None:
+            assert self.raw is not None
+            self._levels = {fixed(p, "price"): fixed(s, "size") for p, s in self.raw}
+        return self._levels
+
+    def pairs(self) -> set[tuple[float, float]]:
+        if self._pairs is None:
+            assert self.raw is not None
+            self._pairs = set(self.raw)
+        return self._pairs
+
+
 class _Emitted:
     __slots__ = ("asks", "bids", "seq")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, bids: _Side, asks: _Side) -> None:
         self.seq = seq
-        self.bids: dict[int, int] = {}
-        self.asks: dict[int, int] = {}
+        self.bids = bids
+        self.asks = asks
 
 
 class CcxtParser:
     """ccxt structures of one venue to events; keeps the top N last emitted per symbol (see above)."""
 
-    def __init__(self, venue: str, depth: int = 20) -> None:
+    def __init__(self, venue: str, depth: int = 20, *, cache_size: int = FIXED_CACHE_SIZE) -> None:
         if depth < 1:
             raise ValueError("depth must be >= 1")
+        if cache_size < 1:
+            raise ValueError("cache_size must be >= 1")
         self.venue = venue
         self.depth = depth
         self.stats = CcxtParserStats()
         self._books: dict[str, _Emitted] = {}
         self._seq: dict[str, int] = {}
+        self._cache: dict[float, int] = {}
+        self._cache_size = cache_size
 
     def _dead(self, sink: DeadLetterSink, reason: str, obj: Any, ts_recv: int) -> None:
         self.stats.dead_letters += 1
         sink.append(DeadLetter(f"{SOURCE}:{self.venue}", reason, _raw(obj), ts_recv))
 
+    def _fixed(self, value: Any, what: str) -> int:
+        """``to_fixed`` with the per-float cache (only exact floats are cached: see ``_float_pairs``)."""
+        if type(value) is not float:
+            return to_fixed(value, what)
+        out = self._cache.get(value)
+        if out is None:
+            out = to_fixed(value, what)
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[value] = out
+        return out
+
+    def _incremental(self, last: _Side, pairs: _Pairs, descending: bool) -> tuple[_Side, tuple[Level, ...]] | None:
+        """``pairs`` after ``last``, converting only new pairs; None: take the full path (not sure it is valid)."""
+        prices = list(map(_PRICE, pairs))
+        if not all(map(operator.gt if descending else operator.lt, prices, itertools.islice(prices, 1, None))):
+            return None  # unsorted, duplicate or NaN prices
+        now = set(pairs)
+        before = last.pairs()
+        fixed = self._fixed
+        changes: list[Level] = []
+        try:
+            for p, s in now - before:  # new levels and new sizes
+                price, size = fixed(p, "price"), fixed(s, "size")
+                if price <= 0 or size <= 0:
+                    return None
+                changes.append((price, size))
+        except CcxtParseError:
+            return None
+        gone = before - now
+        if gone:
+            kept = set(prices)
+            changes += [(fixed(p, "price"), 0) for p, _ in gone if p not in kept]
+        changes.sort(reverse=descending)
+        return _Side(None, pairs, now), tuple(changes)
+
+    def _side(self, last: _Side | None, rows: Any, what: str, descending: bool) -> tuple[_Side, tuple[Level, ...]]:
+        """One side of a book: its new state, and the changes from ``last`` (all levels when None)."""
+        pairs = _float_pairs(rows, self.depth)
+        if pairs is not None and last is not None and last.raw is not None:
+            if pairs == last.raw:
+                return last, ()
+            done = self._incremental(last, pairs, descending)
+            if done is not None:
+                return done
+        levels = _side_levels(rows, what, self.depth, descending, self._fixed)
+        side = _Side(levels, pairs)
+        if last is None:
+            return side, tuple(levels.items())
+        return side, _changes(last.levels(self._fixed), levels, descending)
+
     def book(self, symbol: str, book: Any, ts_recv: int,
              dead_letters: DeadLetterSink) -> BookSnapshot | BookDelta | None:
         """ccxt's order book of ``symbol`` (canonical) to a snapshot, a delta, or None (top N unchanged)."""
+        last = self._books.get(symbol)
         try:
             if not isinstance(book, Mapping):
                 raise CcxtParseError("order book is not a mapping")
-            bids = _side_levels(book.get("bids"), "bids", self.depth, descending=True)
-            asks = _side_levels(book.get("asks"), "asks", self.depth, descending=False)
+            bids, bid_changes = self._side(last.bids if last else None, book.get("bids"), "bids", True)
+            asks, ask_changes = self._side(last.asks if last else None, book.get("asks"), "asks", False)
             ts_event = ms_to_ns(book.get("timestamp"), ts_recv)
         except CcxtParseError as exc:
             self._dead(dead_letters, str(exc), book, ts_recv)
@@ -173,23 +292,18 @@ class CcxtParser:
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError) as exc:
             self._dead(dead_letters, f"malformed order book: {type(exc).__name__}: {exc}", book, ts_recv)
             return None
-        last = self._books.get(symbol)
         if last is None:
             seq = self._seq.get(symbol, 0) + 1
             self._seq[symbol] = seq
-            state = self._books[symbol] = _Emitted(seq)
-            state.bids, state.asks = bids, asks
+            self._books[symbol] = _Emitted(seq, bids, asks)
             self.stats.snapshots += 1
-            return BookSnapshot(self.venue, symbol, seq, tuple(bids.items()), tuple(asks.items()),
-                                ts_event, ts_recv)
-        bid_changes = _changes(last.bids, bids, descending=True)
-        ask_changes = _changes(last.asks, asks, descending=False)
+            return BookSnapshot(self.venue, symbol, seq, bid_changes, ask_changes, ts_event, ts_recv)
+        last.bids, last.asks = bids, asks  # the same levels when nothing changed (maybe a float view now)
         if not bid_changes and not ask_changes:
             self.stats.skipped["book top unchanged"] += 1
             return None
         seq = last.seq + 1
         last.seq = self._seq[symbol] = seq
-        last.bids, last.asks = bids, asks
         self.stats.deltas += 1
         return BookDelta(self.venue, symbol, seq, seq, bid_changes, ask_changes, ts_event, ts_recv)
 
