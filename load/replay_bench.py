@@ -5,7 +5,10 @@ deltas of one level per side and trades, one symbol, two venues) into a temporar
 ``replay_responses`` over the whole range twice per path and prints updates/s for each: the path the service
 uses (trades and books encoded by the storage engine, ``EmbeddedStore.replay_wire``) and the record path
 (engine records converted in Python) as the peer. Both produce the same bytes (checked). No gRPC: this is
-the server's side of a replay; ``tests/e2e/test_replay_e2e.py -s`` adds the transport. The last line is JSON.
+the server's side of a replay. ``--grpc`` adds the transport: a grpc.aio server in this process serves
+``ReplayStream`` with the storage-encoded path, and a client in another process (its own GIL, as a user's)
+reads the whole range with the typed stub, parsing every message; it prints updates/s as the client saw
+them. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -64,10 +67,64 @@ async def _run(store: Any, request: market_data_service_pb2.ReplayStreamRequest)
     return time.perf_counter() - started, size, last
 
 
+def _client(port: int, end_ns: int, out: Any) -> None:
+    """In a child process: replay everything with the typed stub; send (updates, messages, seconds)."""
+    import grpc
+    from marketdata.v1 import market_data_service_pb2_grpc
+
+    async def run() -> tuple[int, int, float]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = market_data_service_pb2_grpc.MarketDataServiceStub(channel)
+            request = market_data_service_pb2.ReplayStreamRequest(symbols=["BTC/USD"], start_ns=T0, end_ns=end_ns)
+            started = time.perf_counter()
+            updates = messages = 0
+            async for response in stub.ReplayStream(request):
+                updates += len(response.updates)
+                messages += 1
+            return updates, messages, time.perf_counter() - started
+
+    out.send(asyncio.run(run()))
+
+
+async def _grpc_run(store: Any, end_ns: int) -> tuple[int, int, float]:
+    """Serve ReplayStream from ``store`` on loopback; one client process reads it all."""
+    import multiprocessing as mp
+
+    import grpc
+
+    async def handler(request: market_data_service_pb2.ReplayStreamRequest, context: Any) -> Any:
+        plan = validate_replay(request, max_range_ns=10**15, known_symbols=None)
+        async for data in replay_responses(store, plan, max_updates_per_message=1000):
+            yield data
+
+    server = grpc.aio.server()
+    method = grpc.unary_stream_rpc_method_handler(
+        handler, request_deserializer=market_data_service_pb2.ReplayStreamRequest.FromString,
+        response_serializer=lambda b: b)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "marketdata.v1.MarketDataService", {"ReplayStream": method})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_client, args=(port, end_ns, send), daemon=True)
+    child.start()
+    try:
+        loop = asyncio.get_running_loop()
+        got: tuple[int, int, float] = await loop.run_in_executor(None, receive.recv)
+        return got
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+        await server.stop(None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--trade-share", type=float, default=0.125, help="share of trades among the records")
+    p.add_argument("--grpc", action="store_true", help="also replay over gRPC to a client in another process")
     args = p.parse_args()
     if not 0 < args.records <= 5_000_000 or not 0 <= args.trade_share <= 1:
         p.error("--records 1..5000000, --trade-share 0..1")
@@ -85,6 +142,12 @@ def main() -> int:
                 outputs[name] = best[1], best[2]
                 print(f"{name}: {args.records / best[0]:,.0f} updates/s ({best[1]:,} bytes)")
             result["same_bytes"] = outputs["storage_encoded"] == outputs["records"]
+            if args.grpc:
+                updates, messages, seconds = asyncio.run(_grpc_run(store, T0 + args.records * 1000 + 1))
+                result["grpc_client_updates_per_s"] = round(updates / seconds)
+                result["grpc_messages"] = messages
+                print(f"over gRPC to a client process: {updates / seconds:,.0f} updates/s ({updates:,} updates in "
+                      f"{messages:,} messages, {seconds:.2f} s)")
             print(json.dumps(result))
             return 0 if result["same_bytes"] else 1
         finally:
