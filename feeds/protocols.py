@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from server.engine.events import Event
 
@@ -19,6 +19,17 @@ class DeadLetter(NamedTuple):
 
 class DeadLetterSink(Protocol):
     """Where parsers put what they could not parse (a list works: it has ``append``)."""
+
+    def append(self, item: DeadLetter, /) -> None: ...
+
+
+@runtime_checkable
+class ForwardsDeadLetters(Protocol):
+    """A feed's own dead-letter log (``feeds.file_feed.DeadLetterLog``, a feed's ``dead_letters``): it keeps
+    and counts every letter and passes it on to ``forward`` when set. The runtime sets ``forward`` to its
+    recorder, which stores the letters (``server.storage.dead_letters``)."""
+
+    forward: DeadLetterSink | None
 
     def append(self, item: DeadLetter, /) -> None: ...
 

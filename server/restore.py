@@ -27,7 +27,15 @@ After the trades, ``Engine.forget_receive_lag`` makes every series' receive lag 
 not close its candles until its feed delivers a trade again. Otherwise the ticks after a restart would
 close the periods the feed is still replaying (the downtime looks like receive lag) and the redelivered
 trades would land as late. A series whose feed stays silent therefore keeps its last candle open until its
-next trade. Quotes and instrument states are not restored.
+next trade.
+
+- **Trading status**: per (venue, symbol), the last stored trading status change (``trading_status``,
+  written by the runtime as the engine applies halts and resumes) is applied last, after the books and
+  trades (they were accepted before any halt that followed them): an instrument halted before the
+  restart is still halted after it, with its reason. ``restore_trading_status`` does this alone; it runs
+  whenever there is storage, with or without a feed that redelivers.
+
+Quotes are not restored.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from server.engine.candles import MINUTE_NS, Candle, Interval, period_start
 from server.engine.engine import Engine
-from server.engine.events import Trade
+from server.engine.events import Trade, TradingStatusChange
 from server.engine.ticker import WINDOW_MINUTES
 from server.storage.store import EmbeddedStore
 
@@ -86,6 +94,8 @@ class RestoreReport:
     books_skipped: int = 0
     marks: dict[tuple[str, str], int] = field(default_factory=dict)
     """The books restored consistent at their last stored sequence (the dedupers' marks)."""
+    halted: int = 0
+    """Instruments restored halted."""
     seconds: float = 0.0
 
 
@@ -124,12 +134,26 @@ def restore(engine: Engine, store: EmbeddedStore, seeds: Sequence[Seedable] = ()
     if missing:
         report.candles_written = len(missing)
         store.write_batch(list(missing.values()))
+    report.halted = len(restore_trading_status(engine, store))
     report.seconds = time.perf_counter() - started
-    log.info("restored %d trades of %d series (%s), %d books (%d deltas, %d skipped), wrote %d missing "
-             "candles, in %.2f s", report.trades, report.series,
+    log.info("restored %d trades of %d series (%s), %d books (%d deltas, %d skipped), %d halted instruments, "
+             "wrote %d missing candles, in %.2f s", report.trades, report.series,
              "24h ticker window" if report.with_ticker else "current day", report.books, report.book_deltas,
-             report.books_skipped, report.candles_written, report.seconds)
+             report.books_skipped, report.halted, report.candles_written, report.seconds)
     return report
+
+
+def restore_trading_status(engine: Engine, store: EmbeddedStore) -> list[TradingStatusChange]:
+    """Apply each instrument's last stored trading status change; returns the halts applied.
+
+    Only halts need applying (an engine starts with every instrument trading); a stored resume is the
+    latest state of an instrument that trades, and is skipped."""
+    halts = [s for s in store.trading_status() if s.halted]
+    out: list[object] = []
+    engine.apply_batch(halts, out)
+    for h in halts:
+        log.info("%s %s restored halted%s", h.venue, h.symbol, f": {h.reason}" if h.reason else "")
+    return halts
 
 
 def _collect(out: list[object], start: int, stored: dict[tuple[str, str, Interval], int],

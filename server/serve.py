@@ -81,13 +81,18 @@ def open_store(config: ServiceConfig) -> Any:
 
 
 async def restore_state(engine: Engine, store: Any, feeds: Iterable[Feed]) -> None:
-    """With a feed that redelivers after a restart (Kafka): restore the engine from storage and seed that
-    feed's duplicate filter (``server.restore``), before the runtime starts."""
+    """Before the runtime starts (``server.restore``): with storage, the instruments' trading status
+    (halts); with a feed that redelivers after a restart (Kafka), also the engine's trades and books, and
+    that feed's duplicate filter."""
     from server import restore
 
+    if store is None:
+        return
     seeds = restore.dedupers(feeds)
-    if store is not None and seeds:
+    if seeds:
         await asyncio.to_thread(restore.restore, engine, store, seeds)
+    else:
+        await asyncio.to_thread(restore.restore_trading_status, engine, store)
 
 
 async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[ServerHandle, MetricsUpdater, int]:
@@ -109,7 +114,8 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     runtime.listeners.append(metrics.on_updates)
     streams = Streams(engine, hub, max_depth=config.max_book_depth, store=store)
     # Registered through generic handlers (streams send pre-encoded bytes), not the generated base classes.
-    market_data = MarketData(engine, max_depth=config.max_book_depth, store=store, feeds=feeds)
+    market_data = MarketData(engine, max_depth=config.max_book_depth, store=store, feeds=feeds,
+                             dead_letters=runtime.dead_letters)
     alerts = Alerts(engine)
     handle = await build_server(config, runtime, [register_services(market_data, alerts, streams)])
     handle.background.append(asyncio.create_task(streams.run_polling(), name="mds-stream-polling"))

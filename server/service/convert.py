@@ -64,6 +64,7 @@ from server.engine.updates import (
     DepthHeatmap,
     Nbbo,
 )
+from server.storage.dead_letters import DeadLetterRecord
 
 __all__ = [
     "DECIMAL_MAX",
@@ -89,6 +90,7 @@ __all__ = [
     "condition_from_pb",
     "condition_pb",
     "consolidated_book_pb",
+    "dead_letter_pb",
     "decimal_from_pb",
     "decimal_pb",
     "decimal_pb_from_quote",
@@ -1153,3 +1155,10 @@ def feed_status_pb(s: FeedStatus) -> feed_pb2.FeedStatus:
         last_event_age_ms=-1 if s.last_event_age_ns is None else s.last_event_age_ns // 1_000_000,
         events=s.events, reconnects=s.reconnects, gaps=s.gaps, checksum_failures=s.checksum_failures,
         dead_letters=s.dead_letters, detail=s.detail)
+
+
+def dead_letter_pb(r: DeadLetterRecord) -> feed_pb2.DeadLetter:
+    """A recorded dead letter (``server.storage.dead_letters.DeadLetterRecord``) -> ``DeadLetter``."""
+    return feed_pb2.DeadLetter(
+        feed=r.feed, source=r.source, location=r.location, reason_code=r.reason_code, reason=r.reason,
+        raw=r.raw, raw_length=r.raw_length, recorded_ns=r.ts_recv, source_time_ns=r.ts_source, sequence=r.seq)

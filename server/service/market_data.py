@@ -2,6 +2,8 @@
 
 Bad requests end with INVALID_ARGUMENT and a message that says what was wrong; unknown symbols or
 venues with NOT_FOUND. Candles beyond what memory holds come from storage when one is configured.
+ListDeadLetters reads storage (what a restart kept) merged with the recorder's memory (letters not
+written yet), or memory alone without storage.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import functools
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import grpc
 from marketdata.v1 import alert_service_pb2, market_data_service_pb2
@@ -23,6 +25,7 @@ from server.engine.engine import Engine
 from server.engine.events import AssetClass
 from server.engine.instruments import Instrument
 from server.service import convert
+from server.storage.dead_letters import DeadLetterRecord, DeadLetterRecorder
 
 pb = market_data_service_pb2
 apb = alert_service_pb2
@@ -32,6 +35,8 @@ DEFAULT_DEPTH = 20
 DEFAULT_TRADES = 100
 MAX_TRADES = 10_000
 MAX_CANDLES = 10_000
+DEFAULT_DEAD_LETTERS = 100
+MAX_DEAD_LETTERS = 10_000
 
 
 class CandleStore(Protocol):
@@ -39,6 +44,14 @@ class CandleStore(Protocol):
 
     def candles(self, venue: str, symbol: str, interval: Any, start_ns: int, end_ns: int,
                 limit: int | None = None, *, latest: bool = False) -> list[Candle]: ...
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """The part of storage ListDeadLetters needs (blocking; called off the event loop)."""
+
+    def dead_letters(self, feed: str = "", start_ns: int = 0, end_ns: int = 2**63 - 1, limit: int = 100,
+                     code: str = "") -> list[DeadLetterRecord]: ...
 
 
 async def _invalid(context: Ctx, message: str) -> NoReturn:
@@ -55,12 +68,14 @@ class MarketData:
     """Unary snapshot RPCs of MarketDataService (streams live in ``streams``; ``streams.register`` wires both)."""
 
     def __init__(self, engine: Engine, *, max_depth: int = 1000, store: CandleStore | None = None,
-                 feeds: Sequence[object] = ()) -> None:
+                 feeds: Sequence[object] = (), dead_letters: DeadLetterRecorder | None = None) -> None:
         self.engine = engine
         self.max_depth = max_depth
         self.store = store
         self.feeds = feeds
         """The running feeds; those with ``status()`` (feeds.protocols.ReportsStatus) answer GetFeedStatus."""
+        self.dead_letters = dead_letters
+        """The runtime's dead-letter recorder (``Runtime.dead_letters``); None: ListDeadLetters from storage only."""
 
     # -- validation helpers ---------------------------------------------------------------------
 
@@ -228,6 +243,32 @@ class MarketData:
 
     async def GetFeedStatus(self, request: pb.GetFeedStatusRequest, context: Ctx) -> pb.GetFeedStatusResponse:
         return pb.GetFeedStatusResponse(feeds=[convert.feed_status_pb(s) for s in feed_statuses(self.feeds)])
+
+    async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
+                              context: Ctx) -> pb.ListDeadLettersResponse:
+        if request.start_ns < 0 or request.end_ns < 0:
+            await _invalid(context, f"start_ns {request.start_ns} and end_ns {request.end_ns} must be >= 0 "
+                                    "(ns since the Unix epoch; 0: no bound)")
+        start = request.start_ns
+        end = request.end_ns or _FOREVER
+        if start > end:
+            await _invalid(context, f"start_ns {start} is after end_ns {end}")
+        limit = request.limit or DEFAULT_DEAD_LETTERS
+        if limit > MAX_DEAD_LETTERS:
+            await _invalid(context, f"limit {limit} is out of range: 1..{MAX_DEAD_LETTERS} (0: {DEFAULT_DEAD_LETTERS})")
+        feed, code = request.feed, request.reason_code
+        found: dict[tuple[str, int, int], DeadLetterRecord] = {}
+        store = self.store
+        if isinstance(store, DeadLetterStore):
+            stored = await asyncio.to_thread(store.dead_letters, feed, start, end, limit + 1, code)
+            found.update(((r.feed, r.ts_recv, r.seq), r) for r in stored)
+        if self.dead_letters is not None:  # letters not written yet (or no storage)
+            kept = self.dead_letters.recent(feed, start, end, limit + 1, code)
+            found.update(((r.feed, r.ts_recv, r.seq), r) for r in kept)
+        newest = sorted(found.values(), key=lambda r: (r.ts_recv, r.feed, r.seq), reverse=True)
+        resp = pb.ListDeadLettersResponse(more=len(newest) > limit)
+        resp.dead_letters.extend(convert.dead_letter_pb(r) for r in newest[:limit])
+        return resp
 
 
 def feed_statuses(feeds: Iterable[object]) -> list[FeedStatus]:

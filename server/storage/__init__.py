@@ -4,6 +4,7 @@
 * ``StorageWriter`` -- batches records for a store by count and by time (``writer``).
 * ``apply_migrations`` -- the schema in ``migrations/clickhouse`` (``migrations``).
 * ``codec`` -- engine records <-> Arrow batches; ``bench`` -- write throughput.
+* ``dead_letters`` -- the stored form of the feeds' dead letters and the runtime's recorder of them.
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ from typing import Any, Final
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from server.engine.candles import Candle, Interval
-from server.engine.events import BookDelta, BookSnapshot, Level, Quote, Side, Trade
+from server.engine.events import BookDelta, BookSnapshot, Level, Quote, Side, Trade, TradingStatusChange
 from server.engine.pricing import FundingRate, IndexPrice, IndexSource, MarkPrice
 from server.storage._chdb import StorageError
+from server.storage.dead_letters import DeadLetterRecord
 
 INT128_MIN: Final = -(1 << 127)
 INT128_MAX: Final = (1 << 127) - 1
@@ -42,9 +43,14 @@ class Kind(StrEnum):
     BOOK_DELTAS = "book_deltas"
     CANDLES = "candles"
     PRICING = "pricing"
+    DEAD_LETTERS = "dead_letters"
+    TRADING_STATUS = "trading_status"
 
 
-ALL_KINDS: Final = tuple(Kind)
+ALL_KINDS: Final[tuple[Kind, ...]] = (
+    Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.CANDLES, Kind.PRICING)
+"""The market data kinds: what ``replay`` reads. The service's own records (dead letters, trading status,
+migration 0002) are written by ``write_batch`` too, and read by their own queries."""
 
 PricingRecord = IndexPrice | MarkPrice | FundingRate
 StoredRecord = Trade | Quote | BookSnapshot | BookDelta | Candle | IndexPrice | MarkPrice | FundingRate
@@ -59,6 +65,8 @@ RECORD_KINDS: Final[dict[type, Kind]] = {
     IndexPrice: Kind.PRICING,
     MarkPrice: Kind.PRICING,
     FundingRate: Kind.PRICING,
+    DeadLetterRecord: Kind.DEAD_LETTERS,
+    TradingStatusChange: Kind.TRADING_STATUS,
 }
 
 _LEVELS = pa.list_(pa.struct([("price", pa.int64()), ("size", pa.int64())]))
@@ -86,7 +94,7 @@ class TableSpec:
     select: tuple[str, ...]
     time_column: str
     order: tuple[tuple[str, str], ...]
-    decode_columns: Callable[[Columns], list[StoredRecord]]
+    decode_columns: Callable[[Columns], list[Any]]
 
     @property
     def table(self) -> str:
@@ -142,6 +150,14 @@ def _pricing_row(r: tuple[Any, ...]) -> PricingRecord:
 
 def _pricing(c: Columns) -> list[StoredRecord]:
     return [_pricing_row(r) for r in zip(*c, strict=True)]
+
+
+def _dead_letters(c: Columns) -> list[DeadLetterRecord]:
+    return list(map(DeadLetterRecord._make, zip(*c, strict=True)))
+
+
+def _trading_status(c: Columns) -> list[TradingStatusChange]:
+    return list(map(TradingStatusChange._make, zip(*c, strict=True)))
 
 
 _BOOK_COMMON = (("ts_event", "Int64"), ("symbol", "String"), ("venue", "String"))
@@ -384,6 +400,48 @@ SPECS: Final[dict[Kind, TableSpec]] = {
         (("ts", "Int64"), ("symbol", "String"), ("kind", "String"), ("next_funding_time", "Int64")),
         _pricing,
     ),
+    Kind.DEAD_LETTERS: TableSpec(
+        Kind.DEAD_LETTERS,
+        DeadLetterRecord._fields,
+        pa.struct(
+            [
+                ("feed", pa.string()),
+                ("source", pa.string()),
+                ("location", pa.string()),
+                ("reason_code", pa.string()),
+                ("reason", pa.string()),
+                ("raw", pa.string()),
+                ("raw_length", pa.uint64()),
+                ("ts_recv", pa.int64()),
+                ("ts_source", pa.int64()),
+                ("seq", pa.uint64()),
+            ]
+        ),
+        DeadLetterRecord._fields,
+        "ts_recv",
+        (("ts_recv", "Int64"), ("feed", "String"), ("seq", "UInt64")),
+        _dead_letters,
+    ),
+    Kind.TRADING_STATUS: TableSpec(
+        Kind.TRADING_STATUS,
+        ("venue", "symbol", "halted", "reason", "ts_event", "ts_recv", "version"),
+        pa.struct(
+            [
+                ("venue", pa.string()),
+                ("symbol", pa.string()),
+                ("halted", pa.bool_()),
+                ("reason", pa.string()),
+                ("ts_event", pa.int64()),
+                ("ts_recv", pa.int64()),
+                ("version", pa.uint64()),
+            ]
+        ),
+        ("venue", "symbol", "halted", "reason", "ts_event", "ts_recv"),
+        "ts_event",
+        (("ts_event", "Int64"), ("venue", "String"), ("symbol", "String"), ("halted", "Bool"),
+         ("reason", "String")),
+        _trading_status,
+    ),
 }
 
 
@@ -439,6 +497,11 @@ def pricing_row(r: PricingRecord) -> tuple[Any, ...]:
     )
 
 
+def trading_status_row(ev: TradingStatusChange, version: int) -> tuple[Any, ...]:
+    """A trading status change as a row of the ``trading_status`` table."""
+    return (ev.venue, ev.symbol, ev.halted, ev.reason, ev.ts_event, ev.ts_recv, version)
+
+
 def encode(spec: TableSpec, rows: Sequence[tuple[Any, ...]]) -> bytes:
     """Rows (tuples in ``spec.columns`` order) as one Arrow IPC stream.
 
@@ -461,7 +524,7 @@ def encode(spec: TableSpec, rows: Sequence[tuple[Any, ...]]) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def decode(spec: TableSpec, table: Any, extra: int = 0) -> tuple[list[StoredRecord], Columns]:
+def decode(spec: TableSpec, table: Any, extra: int = 0) -> tuple[list[Any], Columns]:
     """Records of an Arrow result whose columns are ``spec.select`` then ``extra`` more columns.
 
     Returns the records and the extra columns (what keyset pagination and merging need).

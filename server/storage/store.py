@@ -12,6 +12,11 @@ shows it twice. Candles carry a ``version`` stamped here (monotonic across resta
 stored version + 1, else the wall clock in ns), so the last write of a candle -- e.g. a correction --
 wins.
 
+The service's own records go through ``write_batch`` too: ``DeadLetterRecord`` (table ``dead_letters``,
+read by ``dead_letters``) and ``TradingStatusChange`` (table ``trading_status``, stamped with the same
+version sequence as candles so the last change applied wins; ``trading_status`` reads the latest per
+instrument).
+
 Reads: ``candles``, ``trades`` and ``replay`` (merged event-time order across tables, keyset-paginated
 per table in bounded chunks; see ``Store``).
 """
@@ -30,7 +35,7 @@ from typing import Any, Final, NamedTuple, Self
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from server.engine.candles import Candle, Interval
-from server.engine.events import BookDelta, BookSnapshot, Trade
+from server.engine.events import BookDelta, BookSnapshot, Trade, TradingStatusChange
 from server.storage import wire_sql
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
@@ -45,7 +50,9 @@ from server.storage.codec import (
     decode,
     encode,
     pricing_row,
+    trading_status_row,
 )
+from server.storage.dead_letters import DeadLetterRecord
 from server.storage.migrations import MIGRATIONS_DIR, apply_migrations
 
 _REPLAY_RANK: Final = {
@@ -56,7 +63,7 @@ _REPLAY_RANK: Final = {
     Kind.CANDLES: 4,
     Kind.PRICING: 5,
 }
-_DIRECT_KINDS: Final = (Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS)
+_DIRECT_KINDS: Final = (Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.DEAD_LETTERS)
 """Kinds whose record tuples are already rows of their table."""
 
 # Expression used in ORDER BY / keyset comparisons for an order column whose stored type differs.
@@ -138,7 +145,8 @@ class EmbeddedStore:
         try:
             apply_migrations(conn, migrations_dir)
             store = cls(conn, path)
-            latest = conn.fetch_column("SELECT max(version) FROM candles")
+            latest = conn.fetch_column("SELECT greatest((SELECT max(version) FROM candles), "
+                                       "(SELECT max(version) FROM trading_status))")
             store._last_version = int(str(latest[0])) if latest else 0
         except BaseException:
             conn.close()
@@ -189,6 +197,8 @@ class EmbeddedStore:
                     rows = recs
                 elif kind is Kind.CANDLES:
                     rows = [candle_row(c, self._next_version()) for c in recs]
+                elif kind is Kind.TRADING_STATUS:
+                    rows = [trading_status_row(t, self._next_version()) for t in recs]
                 else:
                     rows = [pricing_row(r) for r in recs]
                 payload = encode(spec, rows)
@@ -465,6 +475,35 @@ class EmbeddedStore:
                 lo = hi
                 if len(recs) < chunk // 2:
                     span *= 2
+
+    # -- the service's own records (migration 0002)
+
+    def dead_letters(self, feed: str = "", start_ns: int = 0, end_ns: int = 2**63 - 1, limit: int = 100,
+                     code: str = "") -> list[DeadLetterRecord]:
+        """Stored dead letters of ``feed`` ('' any) with reason code ``code`` ('' any) and
+        ``start_ns <= ts_recv < end_ns``: the newest ``limit``, newest first."""
+        _check_range(start_ns, end_ns, limit)
+        spec = SPECS[Kind.DEAD_LETTERS]
+        where = ["ts_recv >= {lo:Int64}", "ts_recv < {hi:Int64}"]
+        params: Params = {"lo": start_ns, "hi": end_ns}
+        if feed:
+            where.append("feed = {feed:String}")
+            params["feed"] = param_str(feed)
+        if code:
+            where.append("reason_code = {code:String}")
+            params["code"] = param_str(code)
+        sql = (f"SELECT {', '.join(spec.select)} FROM dead_letters FINAL WHERE {' AND '.join(where)} "
+               f"ORDER BY ts_recv DESC, feed DESC, seq DESC LIMIT {int(limit)}")
+        return [r for r in decode(spec, self._query(sql, params))[0] if isinstance(r, DeadLetterRecord)]
+
+    def trading_status(self) -> list[TradingStatusChange]:
+        """Per (venue, symbol), its last stored trading status change (the last the engine applied), by
+        venue and symbol: what a restart restores."""
+        spec = SPECS[Kind.TRADING_STATUS]
+        sql = ("SELECT venue, symbol, argMax(halted, version), argMax(reason, version), "
+               "argMax(ts_event, version), argMax(ts_recv, version) FROM trading_status FINAL "
+               "GROUP BY venue, symbol ORDER BY venue, symbol")
+        return [r for r in decode(spec, self._query(sql, {}))[0] if isinstance(r, TradingStatusChange)]
 
     # -- restore after a restart (server.restore)
 

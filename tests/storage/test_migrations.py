@@ -29,7 +29,8 @@ def test_migrations_apply_once(tmp_path: Path) -> None:
         rows = conn.fetch_column("SELECT count() FROM schema_migrations")
         assert rows == [len(versions)]
         tables = set(map(str, conn.fetch_column("SHOW TABLES")))
-        assert {"trades", "quotes", "book_snapshots", "book_deltas", "candles", "pricing"} <= tables
+        assert {"trades", "quotes", "book_snapshots", "book_deltas", "candles", "pricing", "dead_letters",
+                "trading_status"} <= tables
     finally:
         conn.close()
 
@@ -40,7 +41,7 @@ def test_reopening_the_store_does_not_reapply(tmp_path: Path) -> None:
     EmbeddedStore.open(path).close()
     conn = ChdbConnection(path)
     try:
-        assert conn.fetch_column("SELECT count() FROM schema_migrations") == [1]
+        assert conn.fetch_column("SELECT count() FROM schema_migrations") == [len(load_migrations())]
     finally:
         conn.close()
 
@@ -49,13 +50,14 @@ def test_new_file_applies_and_edited_file_is_refused(tmp_path: Path) -> None:
     mig = _copy_migrations(tmp_path / "mig")
     conn = ChdbConnection(tmp_path / "db")
     try:
-        assert apply_migrations(conn, mig) == [1]
-        (mig / "0002_extra.sql").write_text(
+        shipped = [m.version for m in load_migrations()]
+        assert apply_migrations(conn, mig) == shipped
+        (mig / "9999_extra.sql").write_text(
             "-- a later migration\n"
             "CREATE TABLE IF NOT EXISTS extra (a Int64)\n"
             "ENGINE = MergeTree ORDER BY a;\n"
         )
-        assert apply_migrations(conn, mig) == [2]
+        assert apply_migrations(conn, mig) == [9999]
         assert "extra" in set(map(str, conn.fetch_column("SHOW TABLES")))
         init = mig / "0001_init.sql"
         init.write_text(init.read_text() + "\n-- edited\n")

@@ -1,8 +1,8 @@
 """mds_client: a small typed asyncio facade over the generated ``marketdata.v1`` gRPC stubs.
 
 :class:`MarketDataClient` wraps the unary calls of the mds market data service (instruments, books,
-NBBO, trades, tickers, candles, index / mark / funding, alert CRUD, health) and returns frozen
-dataclasses with exact :class:`decimal.Decimal` numbers; gRPC errors become :class:`MdsError`.
+NBBO, trades, tickers, candles, index / mark / funding, feed status, dead letters, alert CRUD, health)
+and returns frozen dataclasses with exact :class:`decimal.Decimal` numbers; gRPC errors become :class:`MdsError`.
 :mod:`mds_client.fixed` holds the exact number conversions of the API's conventions (``sint64``
 fixed point at scale 1e-9, ``marketdata.v1.Decimal``), :mod:`mds_client.enums` the string names of
 candle intervals and alert conditions / sources.
@@ -25,6 +25,7 @@ from mds_client.models import (
     Candle,
     ConsolidatedBook,
     ConsolidatedLevel,
+    DeadLetter,
     ExcludedVenue,
     FeedStatus,
     FundingRate,
@@ -50,6 +51,7 @@ __all__ = [
     "Candle",
     "ConsolidatedBook",
     "ConsolidatedLevel",
+    "DeadLetter",
     "DecimalLike",
     "ExcludedVenue",
     "FeedStatus",

@@ -35,6 +35,7 @@ from mds_client.models import (
     Alert,
     Candle,
     ConsolidatedBook,
+    DeadLetter,
     FeedStatus,
     FundingRate,
     IndexPrice,
@@ -220,6 +221,19 @@ class MarketDataClient:
         """The health of every feed the service reads from, in the order it was started with."""
         response = await self._call(self.stub.GetFeedStatus(_md.GetFeedStatusRequest(), timeout=self.timeout))
         return [FeedStatus.from_pb(msg) for msg in response.feeds]
+
+    async def dead_letters(self, feed: str = "", start_ns: int = 0, end_ns: int = 0, limit: int = 0,
+                           reason_code: str = "") -> list[DeadLetter]:
+        """The dead letters the service recorded (inputs its feeds could not parse), newest first.
+
+        Filters: ``feed`` (a feed name, as :meth:`feed_status` reports it), ``reason_code``, and
+        ``start_ns <= recorded_ns < end_ns``; ``""`` / 0 mean no filter / no bound; ``limit`` 0 means the
+        service's default (100), at most 10,000. The letters survive a restart when the service has storage.
+        """
+        request = _md.ListDeadLettersRequest(feed=feed, start_ns=start_ns, end_ns=end_ns, limit=limit,
+                                             reason_code=reason_code)
+        response = await self._call(self.stub.ListDeadLetters(request, timeout=self.timeout))
+        return [DeadLetter.from_pb(msg) for msg in response.dead_letters]
 
     # -- AlertService ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ __all__ = [
     "Candle",
     "ConsolidatedBook",
     "ConsolidatedLevel",
+    "DeadLetter",
     "ExcludedVenue",
     "FeedStatus",
     "FundingRate",
@@ -539,4 +540,39 @@ class FeedStatus:
             checksum_failures=msg.checksum_failures,
             dead_letters=msg.dead_letters,
             detail=msg.detail,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input a feed could not parse, as the service recorded it (``ListDeadLetters``)."""
+
+    feed: str
+    source: str
+    location: str
+    """Where in the source when known (Kafka: ``topic[partition]@offset``); else empty."""
+    reason_code: str
+    reason: str
+    raw: str
+    """The input as the parser kept it, cut to its first 64 KiB (``raw_length`` is the whole length)."""
+    raw_length: int
+    recorded_ns: int
+    """When the service recorded it (ns since the epoch); ``dead_letters``' time range applies to it."""
+    source_time_ns: int
+    sequence: int
+
+    @classmethod
+    def from_pb(cls, msg: feed_pb2.DeadLetter) -> Self:
+        """Convert a ``marketdata.v1.DeadLetter``."""
+        return cls(
+            feed=msg.feed,
+            source=msg.source,
+            location=msg.location,
+            reason_code=msg.reason_code,
+            reason=msg.reason,
+            raw=msg.raw,
+            raw_length=msg.raw_length,
+            recorded_ns=msg.recorded_ns,
+            source_time_ns=msg.source_time_ns,
+            sequence=msg.sequence,
         )

@@ -114,3 +114,63 @@ class FeedStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedStatus: _TypeAlias = FeedStatus  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """An input a feed could not parse, kept with the reason instead of being dropped (a dead letter)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    RAW_LENGTH_FIELD_NUMBER: _builtins.int
+    RECORDED_NS_FIELD_NUMBER: _builtins.int
+    SOURCE_TIME_NS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    feed: _builtins.str
+    """The feed that received it (FeedStatus.name)."""
+    source: _builtins.str
+    """The parser that refused it: "kafka", "ccxt:binance", "tardis", "fix", ..."""
+    location: _builtins.str
+    """Where in the source, when known: Kafka "topic[partition]@offset"; empty otherwise."""
+    reason_code: _builtins.str
+    """The reason up to its first colon, as the feed counts it (Kafka: one of its codes, e.g. "undecodable")."""
+    reason: _builtins.str
+    """Why it could not be parsed (at most 4096 characters)."""
+    raw: _builtins.str
+    """The input as the parser kept it (Kafka: coordinates, key and value in hex), cut to its first 64 KiB."""
+    raw_length: _builtins.int
+    """Length in bytes (UTF-8) of the whole raw input before the cut."""
+    recorded_ns: _builtins.int
+    """When the service received and recorded it (ns since the Unix epoch, UTC; wall clock). The time
+    range of ListDeadLetters applies to it.
+    """
+    source_time_ns: _builtins.int
+    """The receive time the parser gave, ns; 0 if none (a recording: its capture time)."""
+    sequence: _builtins.int
+    """Recording order within one run of the service; with feed and recorded_ns, the letter's identity."""
+    def __init__(
+        self,
+        *,
+        feed: _builtins.str = ...,
+        source: _builtins.str = ...,
+        location: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        raw: _builtins.str = ...,
+        raw_length: _builtins.int = ...,
+        recorded_ns: _builtins.int = ...,
+        source_time_ns: _builtins.int = ...,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed", "location", b"location", "raw", b"raw", "raw_length", b"raw_length", "reason", b"reason", "reason_code", b"reason_code", "recorded_ns", b"recorded_ns", "sequence", b"sequence", "source", b"source", "source_time_ns", b"source_time_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015

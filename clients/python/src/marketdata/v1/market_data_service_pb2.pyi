@@ -565,6 +565,72 @@ class GetFeedStatusResponse(_message.Message):
 Global___GetFeedStatusResponse: _TypeAlias = GetFeedStatusResponse  # noqa: Y015
 
 @_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """Request of ListDeadLetters. Every filter is optional."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEED_FIELD_NUMBER: _builtins.int
+    START_NS_FIELD_NUMBER: _builtins.int
+    END_NS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    feed: _builtins.str
+    """Only this feed's letters (FeedStatus.name); empty for every feed."""
+    start_ns: _builtins.int
+    """Letters recorded (DeadLetter.recorded_ns) at or after start_ns (ns since the Unix epoch, UTC); 0 for no lower bound."""
+    end_ns: _builtins.int
+    """Letters recorded before end_ns (ns since the Unix epoch, UTC); 0 for no upper bound."""
+    limit: _builtins.int
+    """Maximum number of letters (the newest ones); 0 for 100. At most 10,000."""
+    reason_code: _builtins.str
+    """Only letters with this reason code (DeadLetter.reason_code); empty for any."""
+    def __init__(
+        self,
+        *,
+        feed: _builtins.str = ...,
+        start_ns: _builtins.int = ...,
+        end_ns: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_ns", b"end_ns", "feed", b"feed", "limit", b"limit", "reason_code", b"reason_code", "start_ns", b"start_ns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """Response of ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """True when more letters match than limit (the oldest ones were left out)."""
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[_feed_pb2.DeadLetter]:
+        """Dead letters, newest first."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[_feed_pb2.DeadLetter] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
 class GetCandlesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -96,6 +96,11 @@ class MarketDataServiceStub:
                 request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.SerializeToString,
                 response_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/marketdata.v1.MarketDataService/ListDeadLetters',
+                request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
         self.StreamOrderBook = channel.unary_stream(
                 '/marketdata.v1.MarketDataService/StreamOrderBook',
                 request_serializer=marketdata_dot_v1_dot_market__data__service__pb2.StreamOrderBookRequest.SerializeToString,
@@ -244,6 +249,14 @@ class MarketDataServiceServicer:
     def GetFeedStatus(self, request, context):
         """Returns the health of every feed the service reads from: state, last event age, reconnects,
         gaps, checksum failures and dead letters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters (inputs a feed could not parse, with the reason) the service recorded,
+        newest first: from storage (they survive a restart), else from memory (the last 10,000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -399,6 +412,11 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.GetFeedStatus,
                     request_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.FromString,
                     response_serializer=marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersResponse.SerializeToString,
             ),
             'StreamOrderBook': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamOrderBook,
@@ -787,6 +805,33 @@ class MarketDataService:
             '/marketdata.v1.MarketDataService/GetFeedStatus',
             marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusRequest.SerializeToString,
             marketdata_dot_v1_dot_market__data__service__pb2.GetFeedStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketdata.v1.MarketDataService/ListDeadLetters',
+            marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersRequest.SerializeToString,
+            marketdata_dot_v1_dot_market__data__service__pb2.ListDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,10 @@ class MarketDataServiceStub:
     """Returns the health of every feed the service reads from: state, last event age, reconnects,
     gaps, checksum failures and dead letters.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_market_data_service_pb2.ListDeadLettersRequest, _market_data_service_pb2.ListDeadLettersResponse]
+    """Lists the dead letters (inputs a feed could not parse, with the reason) the service recorded,
+    newest first: from storage (they survive a restart), else from memory (the last 10,000).
+    """
     StreamOrderBook: _grpc.UnaryStreamMultiCallable[_market_data_service_pb2.StreamOrderBookRequest, _market_data_service_pb2.StreamOrderBookResponse]
     """Streams the L2 book of a symbol on one or all venues: first a BookSnapshot per venue, then
     BookDeltas, with a BookGap and a fresh snapshot whenever a venue book loses continuity.
@@ -143,6 +147,10 @@ class MarketDataServiceAsyncStub(MarketDataServiceStub):
     GetFeedStatus: _aio.UnaryUnaryMultiCallable[_market_data_service_pb2.GetFeedStatusRequest, _market_data_service_pb2.GetFeedStatusResponse]  # type: ignore[assignment]
     """Returns the health of every feed the service reads from: state, last event age, reconnects,
     gaps, checksum failures and dead letters.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_market_data_service_pb2.ListDeadLettersRequest, _market_data_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters (inputs a feed could not parse, with the reason) the service recorded,
+    newest first: from storage (they survive a restart), else from memory (the last 10,000).
     """
     StreamOrderBook: _aio.UnaryStreamMultiCallable[_market_data_service_pb2.StreamOrderBookRequest, _market_data_service_pb2.StreamOrderBookResponse]  # type: ignore[assignment]
     """Streams the L2 book of a symbol on one or all venues: first a BookSnapshot per venue, then
@@ -279,6 +287,16 @@ class MarketDataServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_market_data_service_pb2.GetFeedStatusResponse, _abc.Awaitable[_market_data_service_pb2.GetFeedStatusResponse]]:
         """Returns the health of every feed the service reads from: state, last event age, reconnects,
         gaps, checksum failures and dead letters.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _market_data_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_market_data_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_market_data_service_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters (inputs a feed could not parse, with the reason) the service recorded,
+        newest first: from storage (they survive a restart), else from memory (the last 10,000).
         """
 
     @_abc_1.abstractmethod
