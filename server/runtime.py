@@ -8,6 +8,11 @@ ingest queue fills and feeds wait; nothing accepted is dropped.
 With source policies (``server.engine.sources``), each applied batch's updates go through the
 ``SourceRouter``, and the composite-venue events it derives are applied right after, in the same round;
 clock ticks also carry the venues whose feed reports itself disconnected.
+
+The service's own records go to storage on the same thread: every feed's dead letters (the runtime chains
+its ``DeadLetterRecorder`` behind each feed's dead-letter log; the storage thread drains it into its bulk
+writes, and a barrier covers the letters recorded before it), and the trading status changes (halts,
+resumes) the engine applied, so a restart restores them (``server.restore``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from typing import Protocol
 
 from feeds.protocols import Feed
 from server.engine.engine import Engine
-from server.engine.events import ClockTick, Event
+from server.engine.events import ClockTick, Event, TradingStatusChange
 from server.engine.quality import QualityFlag
 from server.engine.sources import BookView, SourcePolicy, SourceRouter
+from server.storage.dead_letters import DeadLetterRecorder
 
 log = logging.getLogger("mds.runtime")
 
@@ -67,13 +73,23 @@ class _Barrier:
 class _StorageThread:
     """Writes update batches on a thread, accumulated into large bulk writes (a write has a fixed cost
     of milliseconds, so many small ones would fall behind): up to ``max_records`` per write, or whatever
-    waited ``flush_interval_s``. ``submit`` waits (off the loop) when the queue is full."""
+    waited ``flush_interval_s``. ``submit`` waits (off the loop) when the queue is full.
+
+    A barrier is released once what came before it is written: at once if it is, else by a write it
+    forces, at most one per ``barrier_gap_s`` (barriers arriving meanwhile, and those already queued,
+    share it), so a feed's barriers do not turn into a write of a tiny batch each. It fails if any
+    write since the previous release failed."""
 
     _STOP = object()
+    _WAKE = object()
+    barrier_gap_s = 0.1
+    """Least time between the starts of two writes forced by barriers."""
 
     def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 50_000,
-                 flush_interval_s: float = 0.25) -> None:
+                 flush_interval_s: float = 0.25, drain: Callable[[], Sequence[object]] | None = None) -> None:
         self.writer = writer
+        self.drain = drain
+        """Records queued outside ``queue`` (dead letters), taken on every turn of the thread."""
         self.queue: queue.Queue[object] = queue.Queue(maxsize=max_batches)
         self.max_records = max_records
         self.flush_interval_s = flush_interval_s
@@ -91,35 +107,62 @@ class _StorageThread:
 
     def _run(self) -> None:
         pending: list[object] = []
+        held: list[_Barrier] = []  # released once everything before them is written
         first_at = 0.0
+        last_forced = -self.barrier_gap_s  # start of the last write a barrier forced
+        reported = 0  # self.errors when barriers were last released
         stopping = False
         while not stopping:
-            timeout = None if not pending else max(0.0, first_at + self.flush_interval_s - time.monotonic())
+            due = [first_at + self.flush_interval_s] if pending else []
+            if held:
+                due.append(last_forced + self.barrier_gap_s)
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            barrier = item if isinstance(item, _Barrier) else None
-            if item is self._STOP:
-                stopping = True
-            elif isinstance(item, list):
+            while True:  # with a barrier held, take what else is queued now: one write for all of it
+                if isinstance(item, _Barrier):
+                    held.append(item)
+                elif item is self._STOP:
+                    stopping = True
+                elif isinstance(item, list):
+                    if not pending:
+                        first_at = time.monotonic()
+                    pending.extend(item)
+                if stopping or not held or len(pending) >= self.max_records:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if self.drain is not None and (extra := self.drain()):
                 if not pending:
                     first_at = time.monotonic()
-                pending.extend(item)
-            if pending and (stopping or barrier is not None or len(pending) >= self.max_records
-                            or time.monotonic() - first_at >= self.flush_interval_s):
-                errors = self.errors
+                pending.extend(extra)
+            now = time.monotonic()
+            forced = bool(held) and now - last_forced >= self.barrier_gap_s
+            if pending and (stopping or forced or len(pending) >= self.max_records
+                            or now - first_at >= self.flush_interval_s):
+                if forced:
+                    last_forced = now
                 self._write(pending)
                 pending = []
-                if barrier is not None and self.errors != errors:
-                    barrier.release(RuntimeError("storage write failed; see the log"))
-                    barrier = None
-            if barrier is not None:
-                barrier.release()
+            if held and not pending:
+                error = RuntimeError("storage write failed; see the log") if self.errors != reported else None
+                reported = self.errors
+                for barrier in held:
+                    barrier.release(error)
+                held = []
         try:
             self.writer.flush()
         finally:
             self.writer.close()
+
+    def wake(self) -> None:
+        """Make the thread take a turn soon (from any thread; never waits: a full queue turns anyway)."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(self._WAKE)
 
     async def submit(self, records: list[object] | _Barrier) -> None:
         try:
@@ -159,14 +202,22 @@ class Runtime:
 
     def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
                  tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
-                 clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = ()) -> None:
+                 clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = (),
+                 dead_letters: DeadLetterRecorder | None = None) -> None:
         self.engine = engine
         self.feeds = feeds
         self.listeners: list[UpdateListener] = []
         self._clock = clock
         self._tick_interval_s = tick_interval_s
         self._queue: asyncio.Queue[list[Event] | _Barrier] = asyncio.Queue(maxsize=ingest_queue_batches)
-        self._storage = _StorageThread(storage) if storage is not None else None
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRecorder()
+        """Every feed's dead letters (kept in memory; stored when there is storage)."""
+        self.dead_letters.attach(feeds)
+        self._storage = _StorageThread(storage, drain=self.dead_letters.drain) if storage is not None else None
+        if self._storage is not None:
+            self.dead_letters.persist(self._storage.wake)
+        self._halts = engine.halts()
+        self._halt_count = engine.counters.halts
         self._feed_tasks: list[asyncio.Task[None]] = []
         self._engine_task: asyncio.Task[None] | None = None
         self._clock_task: asyncio.Task[None] | None = None
@@ -252,12 +303,14 @@ class Runtime:
             out: list[object] = []
             taken = 1
             barrier: _Barrier | None = None
+            round_: list[list[Event]] = []
             try:
                 applied = 0
                 if isinstance(batch, _Barrier):
                     barrier = batch
                 else:
                     apply(batch, out)
+                    round_.append(batch)
                     applied = len(batch)
                     # Take what else is ready now: fewer, larger update batches downstream.
                     while taken < 64 and not q.empty():
@@ -268,6 +321,7 @@ class Runtime:
                             break
                         batch = nxt
                         apply(batch, out)
+                        round_.append(batch)
                         applied += len(batch)
                 self.events_applied += applied
                 self.batches_applied += taken
@@ -279,7 +333,11 @@ class Runtime:
                 if out:
                     for listener in self.listeners:
                         listener(out)
-                    if self._storage is not None:
+                if self._storage is not None:
+                    status = self._status_changes(round_) if round_ else None
+                    if status:
+                        await self._storage.submit([*out, *status])
+                    elif out:
                         await self._storage.submit(out)
                 if barrier is not None:
                     if self._storage is not None:
@@ -296,6 +354,25 @@ class Runtime:
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
             await asyncio.sleep(0)
+
+    def _status_changes(self, batches: list[list[Event]]) -> list[object] | None:
+        """The trading status changes of this round when the engine's halts changed (checked by its halt
+        count and halted set, so a round without a change costs no scan): every ``TradingStatusChange`` of
+        the round, in order, for storage."""
+        engine = self.engine
+        count = engine.counters.halts
+        halts = engine.halts()
+        if count == self._halt_count and halts == self._halts:
+            return None
+        before = self._halts
+        self._halt_count, self._halts = count, halts
+        found: list[object] = [e for b in batches for e in b if type(e) is TradingStatusChange]
+        if not found:  # changed by other means: store the difference, stamped now
+            now = self._clock()
+            found = [TradingStatusChange(v, s, True, why, now, now) for (v, s), why in halts.items()
+                     if before.get((v, s)) != why]
+            found += [TradingStatusChange(v, s, False, "", now, now) for v, s in before if (v, s) not in halts]
+        return found
 
     def _apply_routed(self, batch: list[Event], out: list[object]) -> None:
         """Apply a batch, let the router read what the engine emitted, then apply the composite events."""

@@ -13,21 +13,33 @@ The loop, per ``getmany`` batch (records of several partitions, each partition i
    engine's next snapshot, as a gap does);
 2. ``await sink.put(events)`` (it may wait: backpressure); if it fails or is cancelled, the deduper
    forgets the batch, so a later run of the same feed does not drop its redelivery;
-3. if the sink is a ``DurableSink``, ``await sink.barrier()``: returns once everything put so far is
-   applied by the engine and handed to durable storage;
-4. the callbacks for book hashes and instrument events of the batch run, in record order;
-5. commit, for each partition of the batch, the offset after its last record.
+3. if the sink is a ``DurableSink``, start ``sink.barrier()`` (it resolves once everything put so far
+   is applied by the engine and handed to durable storage) and, without waiting for it, queue the batch
+   as *in flight* and poll the next one: the next batches reach the engine while storage writes;
+4. a committer task takes the batches in flight in order: it waits for the oldest one's barrier, then,
+   for it and every later batch whose barrier has resolved too, runs the callbacks for book hashes and
+   instrument events in record order and commits, in one commit, the offset after each partition's
+   last record.
 
-So a commit never covers a record that is not applied and stored (at least once), and a crash
-between 2 and 5 only causes a redelivery that the ``Deduper`` drops (seed it from storage after a
-process restart). A sink without ``barrier`` is committed after ``put`` returns.
+So a commit never covers a record that is not applied and stored (at least once), commits never go
+out of order, and a crash with batches in flight only causes a redelivery that the ``Deduper`` drops
+(seed it from storage after a process restart). A failed barrier commits nothing more: ``run`` raises
+its error as the feed's failure, and the batches after it stay uncommitted. A sink without ``barrier``
+is committed after ``put`` returns, by the same committer.
 
-Rebalances: when partitions are revoked, the listener waits (up to ``revoke_timeout_s``) for the
-batch in flight to be applied and committed, so the next owner starts after it. A commit that fails
-because the group moved on (``CommitFailedError``, a partition no longer assigned, a timeout) is
-logged and counted, never raised: its records come again (to this consumer or another) and are
-deduplicated. A fatal client error (the broker unreachable at start, ...) closes the consumer and
-starts a new one after a backoff (``reconnects``); ``run`` only ends when cancelled.
+In flight (polled, not yet committed) are at most ``max_in_flight`` batches and ``max_in_flight_records``
+records: a poll asks for no more records than the room left, and the loop waits for a commit before
+polling when either bound is reached. ``max_in_flight=1`` is the strict poll / barrier / commit cycle.
+
+Rebalances: when partitions are revoked, the listener waits (up to ``revoke_timeout_s``) for the batch
+being delivered and for every batch in flight that holds a revoked partition to be committed, so the
+next owner starts after them. A batch still in flight after that wait never commits (aiokafka revokes
+every partition at a rebalance, so its partitions may be another member's by then; counted in
+``commit_skipped``). A commit that fails because the group moved on (``CommitFailedError``, a
+partition no longer assigned, a timeout) is logged and counted, never raised: its records come again
+(to this consumer or another) and are deduplicated. A fatal client error (the broker unreachable at
+start, ...) drops the batches in flight uncommitted, closes the consumer and starts a new one after a
+backoff (``reconnects``); ``run`` only ends when cancelled or when the sink fails.
 
 Topics default to all of the contract's (``parser.ALL_TOPICS``); records are keyed by symbol, so each
 symbol's events keep their order. ``warm`` turns True once the consumer has caught up with its
@@ -40,9 +52,9 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener  # type: ignore[import-untyped]
@@ -58,9 +70,12 @@ from server.engine.events import Event
 log = logging.getLogger(__name__)
 
 SPEC_HELP: Final = ("expected 'kafka[:brokers=h:p+h:p,group=G,topics=t1+t2,prefix=P,client=C,reset=earliest|latest,"
-                    "max_records=N,poll_ms=N,session_ms=N]' (brokers default to $KAFKA_BROKERS)")
-_SPEC_KEYS: Final = ("brokers", "group", "topics", "prefix", "client", "reset", "max_records", "poll_ms", "session_ms")
+                    "max_records=N,poll_ms=N,session_ms=N,in_flight=N,in_flight_records=N]' "
+                    "(brokers default to $KAFKA_BROKERS)")
+_SPEC_KEYS: Final = ("brokers", "group", "topics", "prefix", "client", "reset", "max_records", "poll_ms", "session_ms",
+                     "in_flight", "in_flight_records")
 _LOGGED_PER_REASON: Final = 10
+DEFAULT_MAX_IN_FLIGHT: Final = 16
 
 
 class DurableSink(EventSink, Protocol):
@@ -88,6 +103,11 @@ class KafkaFeedConfig:
     """Where a partition with no committed offset starts: 'earliest' (replay what is kept) or 'latest'."""
     max_records: int = 5000
     """Most records per poll (one sink batch)."""
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    """Most batches delivered to the sink and not yet committed (their barriers pending); 1 waits for each
+    batch's barrier and commit before the next poll."""
+    max_in_flight_records: int = 40_000
+    """Most records polled and not yet committed (a poll asks for no more than the room left)."""
     poll_timeout_ms: int = 200
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -108,6 +128,8 @@ class KafkaFeedConfig:
             raise ValueError(f"kafka: reset must be 'earliest' or 'latest', not {self.auto_offset_reset!r}")
         if self.max_records < 1 or self.poll_timeout_ms < 1 or self.session_timeout_ms < 1:
             raise ValueError("kafka: max_records, poll_ms and session_ms must be >= 1")
+        if self.max_in_flight < 1 or self.max_in_flight_records < 1:
+            raise ValueError("kafka: in_flight and in_flight_records must be >= 1")
 
     @classmethod
     def from_spec(cls, text: str, env: Mapping[str, str] | None = None) -> KafkaFeedConfig:
@@ -147,7 +169,8 @@ class KafkaFeedConfig:
         if "reset" in options:
             kwargs["auto_offset_reset"] = options["reset"]
         for key, attr in (("max_records", "max_records"), ("poll_ms", "poll_timeout_ms"),
-                          ("session_ms", "session_timeout_ms")):
+                          ("session_ms", "session_timeout_ms"), ("in_flight", "max_in_flight"),
+                          ("in_flight_records", "max_in_flight_records")):
             if key in options:
                 if not options[key].isdigit():
                     raise ValueError(f"kafka option {key} must be a whole number, not {options[key]!r}")
@@ -159,15 +182,32 @@ InstrumentCallback = Callable[[InstrumentStatus], None]
 BookHashCallback = Callable[[BookHash], None]
 
 
+@dataclass(eq=False, slots=True)
+class _InFlight:
+    """A batch delivered to the sink and not yet committed."""
+
+    offsets: dict[Any, int]
+    """TopicPartition -> the offset after its last record in the batch."""
+    side: list[InstrumentStatus | BookHash]
+    records: int
+    epoch: int
+    """How many revocations the feed had seen when the batch was polled: an older batch never commits."""
+    durable: asyncio.Future[None] | None
+    """The batch's barrier (None: nothing to wait for)."""
+    retired: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the batch is committed (or its commit skipped or failed), or dropped."""
+
+
 class KafkaFeed:
     """The matching engine's topics as a ``feeds.protocols.Feed``; see the module docstring.
 
     Counters (plain attributes): ``consumed`` records, ``events`` delivered, ``batches`` delivered,
     ``dead_letter_reasons`` (Counter by reason code; the letters themselves are in ``dead_letters``),
     ``duplicates`` dropped, ``commits``, ``commit_failures``, ``commit_skipped`` (partitions revoked
-    before their commit), ``rebalances``, ``reconnects``. ``committed`` maps (topic, partition) to the
-    next offset committed by this feed. ``instruments`` and ``book_hashes`` keep the latest of each per
-    (venue, symbol).
+    before their commit), ``rebalances``, ``reconnects``, ``in_flight_peak`` and
+    ``in_flight_records_peak`` (the most batches / records in flight at once). ``committed`` maps
+    (topic, partition) to the next offset committed by this feed. ``instruments`` and ``book_hashes``
+    keep the latest of each per (venue, symbol).
     """
 
     def __init__(self, config: KafkaFeedConfig, *, name: str = "kafka", deduper: Deduper | None = None,
@@ -189,12 +229,19 @@ class KafkaFeed:
         self.commit_skipped = 0
         self.rebalances = 0
         self.reconnects = 0
+        self.in_flight_peak = 0
+        self.in_flight_records_peak = 0
         self.committed: dict[tuple[str, int], int] = {}
         self.assignment: frozenset[tuple[str, int]] = frozenset()
         self.instruments: dict[tuple[str, str], InstrumentStatus] = {}
         self.book_hashes: dict[tuple[str, str], BookHash] = {}
         self._warm = False
         self._idle: asyncio.Event | None = None
+        self._queued: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._in_flight: deque[_InFlight] = deque()
+        self._in_flight_records = 0
+        self._epoch = 0
         self._connected = False
         self._running = False
         self._last_ns = 0
@@ -207,6 +254,16 @@ class KafkaFeed:
     def duplicates(self) -> int:
         return self.deduper.duplicates
 
+    @property
+    def in_flight(self) -> int:
+        """Batches delivered to the sink and not yet committed."""
+        return len(self._in_flight)
+
+    @property
+    def in_flight_records(self) -> int:
+        """Records polled and not yet committed."""
+        return self._in_flight_records
+
     def status(self) -> FeedStatus:
         """ReportsStatus: live once partitions are assigned and polled; stale while reconnecting."""
         if not self._running:
@@ -216,7 +273,8 @@ class KafkaFeed:
         else:
             state = "stale" if self.reconnects else "connecting"
         age = time.monotonic_ns() - self._last_ns if self._last_ns else None
-        detail = f"group {self.config.group_id}; {self.commits} commits, {self.commit_failures} failed"
+        detail = (f"group {self.config.group_id}; {self.commits} commits, {self.commit_failures} failed; "
+                  f"{len(self._in_flight)} batches in flight")
         return FeedStatus(self.name, "kafka", state, age, self.events, reconnects=self.reconnects,
                           dead_letters=self.dead_letters.total, detail=detail)
 
@@ -225,6 +283,8 @@ class KafkaFeed:
         barrier: Callable[[], Awaitable[None]] | None = getattr(sink, "barrier", None)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._queued = asyncio.Event()
+        self._room = asyncio.Event()
         self._running = True
         backoff = self.config.reconnect_backoff_s
         try:
@@ -265,13 +325,39 @@ class KafkaFeed:
         )
 
     async def _consume(self, consumer: Any, sink: EventSink, barrier: Callable[[], Awaitable[None]] | None) -> None:
+        """The poll loop and the committer, until either fails (its error is raised) or this is cancelled."""
         prefix = self.config.topic_prefix
         consumer.subscribe(topics=[prefix + t for t in self.config.topics], listener=_Listener(self))
-        idle = self._idle
-        assert idle is not None
+        poller = asyncio.create_task(self._poll(consumer, sink, barrier), name=f"kafka-poll-{self.name}")
+        committer = asyncio.create_task(self._committer(consumer), name=f"kafka-commit-{self.name}")
+        try:
+            done, _ = await asyncio.wait((poller, committer), return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                finished.result()  # both loop until they fail
+        finally:
+            tasks: list[asyncio.Future[None]] = [poller, committer]
+            tasks += [b.durable for b in self._in_flight if b.durable is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # also takes the errors of failed barriers
+            for b in self._in_flight:  # dropped uncommitted: redelivered, then deduplicated
+                b.retired.set()
+            self._in_flight.clear()
+            self._in_flight_records = 0
+
+    async def _poll(self, consumer: Any, sink: EventSink, barrier: Callable[[], Awaitable[None]] | None) -> None:
+        """Poll, parse, deliver, start the barrier, queue the batch for the committer; bounded in flight."""
+        config = self.config
+        idle, queued, room = self._idle, self._queued, self._room
+        assert idle is not None and queued is not None and room is not None
+        pending = self._in_flight
         while True:
-            records: dict[Any, list[Any]] = await consumer.getmany(
-                timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records)
+            while len(pending) >= config.max_in_flight or self._in_flight_records >= config.max_in_flight_records:
+                room.clear()
+                await room.wait()
+            limit = min(config.max_records, config.max_in_flight_records - self._in_flight_records)
+            records: dict[Any, list[Any]] = await consumer.getmany(timeout_ms=config.poll_timeout_ms,
+                                                                   max_records=limit)
             if not records:
                 if consumer.assignment():
                     self._warm = True
@@ -280,27 +366,73 @@ class KafkaFeed:
             try:
                 self.deduper.begin()
                 try:
-                    events, side, offsets = self._process(records)
+                    events, side, offsets, count = self._process(records)
                     if events:
                         await sink.put(events)
                 except BaseException:
                     self.deduper.rollback()  # never delivered: a redelivery must not count as a duplicate
                     raise
                 self.deduper.end()
+                durable: asyncio.Future[None] | None = None
                 if events:
                     self.events += len(events)
                     self.batches += 1
                     self._last_ns = time.monotonic_ns()
                     if barrier is not None:
-                        await barrier()
-                self._callbacks(side)
-                await self._commit(consumer, offsets)
+                        durable = asyncio.ensure_future(barrier())
+                pending.append(_InFlight(offsets, side, count, self._epoch, durable))
+                self._in_flight_records += count
+                self.in_flight_peak = max(self.in_flight_peak, len(pending))
+                self.in_flight_records_peak = max(self.in_flight_records_peak, self._in_flight_records)
+                queued.set()
+                if durable is not None:
+                    await asyncio.sleep(0)  # the barrier task's first step: its marker right behind the batch
             finally:
                 idle.set()
 
+    async def _committer(self, consumer: Any) -> None:
+        """Commit the batches in flight in order, each once its barrier resolved; raise a failed barrier."""
+        queued, room = self._queued, self._room
+        assert queued is not None and room is not None
+        pending = self._in_flight
+        while True:
+            while not pending:
+                queued.clear()
+                await queued.wait()
+            head = pending[0]
+            if head.durable is not None:
+                await head.durable  # a failed barrier raises: nothing more is committed
+            ready = 0  # the head, and every batch right behind it that is durable too: one commit
+            for b in pending:
+                d = b.durable
+                if d is not None and (not d.done() or d.cancelled() or d.exception() is not None):
+                    break
+                ready += 1
+            batches = [pending[i] for i in range(ready)]
+            offsets: dict[Any, int] = {}
+            stale = 0
+            for b in batches:
+                self._callbacks(b.side)
+                if b.epoch == self._epoch:
+                    offsets.update(b.offsets)
+                else:
+                    stale += len(b.offsets)
+            if stale:
+                self.commit_skipped += stale
+                log.info("kafka feed %s: %d partition offset(s) of batches polled before a rebalance not "
+                         "committed; their records will be redelivered and deduplicated", self.name, stale)
+            await self._commit(consumer, offsets)
+            for b in batches:
+                pending.popleft()
+                self._in_flight_records -= b.records
+                b.retired.set()
+            room.set()
+
     def _process(self, records: Mapping[Any, list[Any]]
-                 ) -> tuple[list[Event], list[InstrumentStatus | BookHash], dict[Any, int]]:
+                 ) -> tuple[list[Event], list[InstrumentStatus | BookHash], dict[Any, int], int]:
+        """The batch's events, its side items, each partition's next offset and its record count."""
         ts_recv = self._clock()
+        count = 0
         events: list[Event] = []
         side: list[InstrumentStatus | BookHash] = []
         offsets: dict[Any, int] = {}
@@ -320,9 +452,10 @@ class KafkaFeed:
                 else:
                     events.append(item)
             if batch:
-                self.consumed += len(batch)
+                count += len(batch)
                 offsets[tp] = batch[-1].offset + 1
-        return events, side, offsets
+        self.consumed += count
+        return events, side, offsets, count
 
     def _dead_letter(self, item: DeadLetter) -> None:
         code = reason_code(item)
@@ -368,10 +501,16 @@ class KafkaFeed:
             return  # the first join revokes nothing
         self.rebalances += 1
         try:
-            await asyncio.wait_for(idle.wait(), self.config.revoke_timeout_s)
+            async with asyncio.timeout(self.config.revoke_timeout_s):
+                await idle.wait()  # the batch being delivered joins those in flight
+                last = next((b for b in reversed(self._in_flight) if not revoked.isdisjoint(b.offsets)), None)
+                if last is not None:
+                    await last.retired.wait()  # commits go in order: every batch before it is retired too
         except TimeoutError:
-            log.warning("kafka feed %s: the batch in flight did not finish within %.1f s of a rebalance; "
-                        "its records will be redelivered", self.name, self.config.revoke_timeout_s)
+            log.warning("kafka feed %s: the batches in flight did not commit within %.1f s of a rebalance; "
+                        "their records will be redelivered", self.name, self.config.revoke_timeout_s)
+        finally:
+            self._epoch += 1  # what is still in flight now never commits
 
     def _on_assigned(self, assigned: set[Any]) -> None:
         self.assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
@@ -379,7 +518,7 @@ class KafkaFeed:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    """Rebalance hooks of a ``KafkaFeed``: drain the batch in flight before partitions go."""
+    """Rebalance hooks of a ``KafkaFeed``: commit the batches in flight before partitions go."""
 
     def __init__(self, feed: KafkaFeed) -> None:
         self._feed = feed

@@ -11,11 +11,12 @@ from feeds.kafka.parser import ALL_TOPICS
 def test_full_spec() -> None:
     config = KafkaFeedConfig.from_spec(
         "kafka:brokers=127.0.0.1:9092+127.0.0.1:9093,group=mds,topics=engine.event.v1+engine.snapshot.v1,"
-        "prefix=staging.,client=mds-1,reset=latest,max_records=100,poll_ms=50,session_ms=6000", env={})
+        "prefix=staging.,client=mds-1,reset=latest,max_records=100,poll_ms=50,session_ms=6000,in_flight=4,"
+        "in_flight_records=1000", env={})
     assert config == KafkaFeedConfig(
         bootstrap="127.0.0.1:9092,127.0.0.1:9093", group_id="mds", topics=("engine.event.v1", "engine.snapshot.v1"),
         topic_prefix="staging.", client_id="mds-1", auto_offset_reset="latest", max_records=100, poll_timeout_ms=50,
-        session_timeout_ms=6000)
+        session_timeout_ms=6000, max_in_flight=4, max_in_flight_records=1000)
 
 
 def test_brokers_from_the_environment_and_defaults() -> None:
@@ -37,6 +38,9 @@ def test_brokers_from_the_environment_and_defaults() -> None:
     ("kafka:brokers=h:1,reset=middle", "reset must be"),
     ("kafka:brokers=h:1,max_records=-5", "whole number"),
     ("kafka:brokers=h:1,max_records=0", "must be >= 1"),
+    ("kafka:brokers=h:1,in_flight=0", "in_flight and in_flight_records must be >= 1"),
+    ("kafka:brokers=h:1,in_flight_records=0", "in_flight and in_flight_records must be >= 1"),
+    ("kafka:brokers=h:1,in_flight=x", "whole number"),
     ("kafka:brokers=h:1,topics=a++b", "none empty"),
     ("sim:seed=1", "not a kafka spec"),
 ])  # fmt: skip

@@ -357,8 +357,9 @@ def test_rebalances_keep_every_event_and_a_failed_commit_does_not_stop_the_feed(
                 await _wait_for(all_in, "the first batch at a")
                 # A slow barrier holds a's batch past the rebalance that b's arrival starts.
                 sink_a.barrier_delay = 3.0
+                called = sink_a.barriers
                 await send([enc.trade(s, f"slow-{s}", 10**9, 10**9, Side.SELL, T0) for s in SYMBOLS])
-                await _wait_for(lambda: sink_a.barriers > feed_a.commits, "a in its slow barrier")
+                await _wait_for(lambda: sink_a.barriers > called, "a in its slow barrier")
                 async with _running(feed_b, sink_b):
                     await _wait_for(lambda: bool(feed_b.assignment) and feed_a.rebalances >= 1
                                     and bool(feed_a.assignment), "b to join and a to rebalance")
