@@ -271,7 +271,8 @@ def _check_candles(expected: Mapping[int, tuple[int, ...]], got: Mapping[int, tu
 
 
 async def run(bootstrap: str, *, rate: int = 400, seconds: float = 40.0, kills: int = 2, symbols: int = 4,
-              speed: float = 20.0, down_s: float = 1.0, workdir: Path | None = None) -> dict[str, Any]:
+              speed: float = 20.0, down_s: float = 1.0, workdir: Path | None = None,
+              static: bool = False) -> dict[str, Any]:
     """The scenario of the module docstring; returns the figures (see ``main`` for the printout)."""
     run_id = f"sigkill{os.getpid()}x{time.monotonic_ns() % 10**9}"
     prefix = f"{run_id}."
@@ -284,8 +285,9 @@ async def run(bootstrap: str, *, rate: int = 400, seconds: float = 40.0, kills: 
     names = tuple(f"SYM{i}/USD" for i in range(symbols))
     work = Workload(prefix, names, max(1, int(speed * S / rate)))
     feed = (f"kafka:brokers={bootstrap},group={run_id},prefix={prefix},topics={TOPIC_EVENTS},session_ms=6000,"
-            "poll_ms=50")
+            "poll_ms=50" + (",instance=mds-1" if static else ""))
     result: dict[str, Any] = {"bench": "kafka_sigkill", "rate": rate, "seconds": seconds, "kills": kills,
+                              "static_membership": static,
                               "symbols": symbols, "speed": speed, "restarts": []}
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -442,13 +444,15 @@ def main() -> int:
     p.add_argument("--symbols", type=int, default=4)
     p.add_argument("--speed", type=float, default=20.0, help="event-time seconds per wall-clock second")
     p.add_argument("--down", type=float, default=1.0, help="seconds the service stays down after a kill")
+    p.add_argument("--static", action="store_true",
+                   help="static group membership (instance=mds-1): a restart rejoins without waiting for the session")
     args = p.parse_args()
     if not 0 < args.rate <= 20_000 or not 0 < args.seconds <= 600 or not 0 <= args.kills <= 20 \
             or not 0 < args.symbols <= 100 or not 0 < args.speed <= 1000 or not 0 <= args.down <= 60:
         p.error("--rate 1..20000, --seconds 0..600, --kills 0..20, --symbols 1..100, --speed 0..1000, --down 0..60")
     with kafka_broker() as broker:
         result = asyncio.run(run(broker.bootstrap, rate=args.rate, seconds=args.seconds, kills=args.kills,
-                                 symbols=args.symbols, speed=args.speed, down_s=args.down))
+                                 symbols=args.symbols, speed=args.speed, down_s=args.down, static=args.static))
     print(report(result))
     print(json.dumps(result))
     return 0

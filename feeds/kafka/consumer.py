@@ -69,11 +69,11 @@ from server.engine.events import Event
 
 log = logging.getLogger(__name__)
 
-SPEC_HELP: Final = ("expected 'kafka[:brokers=h:p+h:p,group=G,topics=t1+t2,prefix=P,client=C,reset=earliest|latest,"
-                    "max_records=N,poll_ms=N,session_ms=N,in_flight=N,in_flight_records=N]' "
+SPEC_HELP: Final = ("expected 'kafka[:brokers=h:p+h:p,group=G,instance=I,topics=t1+t2,prefix=P,client=C,"
+                    "reset=earliest|latest,max_records=N,poll_ms=N,session_ms=N,in_flight=N,in_flight_records=N]' "
                     "(brokers default to $KAFKA_BROKERS)")
-_SPEC_KEYS: Final = ("brokers", "group", "topics", "prefix", "client", "reset", "max_records", "poll_ms", "session_ms",
-                     "in_flight", "in_flight_records")
+_SPEC_KEYS: Final = ("brokers", "group", "instance", "topics", "prefix", "client", "reset", "max_records", "poll_ms",
+                     "session_ms", "in_flight", "in_flight_records")
 _LOGGED_PER_REASON: Final = 10
 DEFAULT_MAX_IN_FLIGHT: Final = 16
 
@@ -94,6 +94,10 @@ class KafkaFeedConfig:
 
     bootstrap: str
     group_id: str = "mds"
+    group_instance_id: str = ""
+    """Static group membership (KIP-345) when set: an id unique to this service instance in the group
+    (e.g. its host name). A restarted instance with the same id gets its partitions back at once, with no
+    rebalance; the group waits up to ``session_timeout_ms`` for an instance that does not come back."""
     topics: tuple[str, ...] = ALL_TOPICS
     client_id: str = "mds"
     topic_prefix: str = ""
@@ -160,6 +164,8 @@ class KafkaFeedConfig:
         kwargs: dict[str, Any] = {"bootstrap": bootstrap}
         if "group" in options:
             kwargs["group_id"] = options["group"]
+        if "instance" in options:
+            kwargs["group_instance_id"] = options["instance"]
         if "topics" in options:
             kwargs["topics"] = tuple(t.strip() for t in options["topics"].split("+"))
         if "prefix" in options:
@@ -316,6 +322,7 @@ class KafkaFeed:
             bootstrap_servers=c.bootstrap,
             client_id=c.client_id,
             group_id=c.group_id,
+            group_instance_id=c.group_instance_id or None,
             enable_auto_commit=False,
             auto_offset_reset=c.auto_offset_reset,
             isolation_level="read_committed",
