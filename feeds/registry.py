@@ -75,7 +75,7 @@ from feeds.histdata.parser import HistDataParser
 from feeds.kraken_rest.parser import KrakenTradesParser
 from feeds.lobster import reader as lobster_reader
 from feeds.lobster.parser import LobsterParser
-from feeds.protocols import DeadLetter, DeadLetterSink, Feed
+from feeds.protocols import DeadLetterSink, Feed
 from feeds.tardis.csv_formats import TardisCsvParser
 from feeds.tardis.normalized import TardisNormalizedParser
 from feeds.tardis.reader import read_lines
@@ -289,28 +289,7 @@ def _lobster(path: Path) -> Opener:
 
     def open_(dead: DeadLetterSink) -> Iterator[Event]:
         parser = LobsterParser(symbol, day, venue="nasdaq")
-        messages = lobster_reader.read_lines(path)
-        rows = lobster_reader.read_lines(book_path)
-        first_message, first_row = next(messages, None), next(rows, None)
-        if first_message is None or first_row is None:
-            dead.append(DeadLetter("lobster", "empty message or orderbook file", path.name, 0))
-            return
-        snapshot = parser.seed(first_message, first_row, dead)
-        if snapshot is None:
-            return
-        yield snapshot
-        for line, row in zip(messages, rows, strict=False):
-            if not line.strip():
-                continue
-            try:
-                events = parser.parse_message(line)
-                refill = parser.refill(row, parser.time_ns(line.split(",", 1)[0]))
-            except ValueError as exc:  # FeedError, DecimalFormatError, a bad int in a row
-                dead.append(DeadLetter("lobster", str(exc), line.rstrip("\r\n"), 0))
-                continue
-            yield from events
-            if refill is not None:
-                yield refill
+        yield from parser.replay(lobster_reader.read_lines(path), lobster_reader.read_lines(book_path), dead)
     return open_
 
 

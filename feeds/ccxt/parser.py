@@ -82,23 +82,31 @@ class CcxtParserStats:
 
 
 def to_fixed(value: Any, what: str) -> int:
-    """A ccxt number (float, int, str, Decimal) to an exact 1e-9 int; CcxtParseError otherwise."""
+    """A ccxt number (float, int, str, Decimal) to an exact 1e-9 int within the contract's sint64;
+    CcxtParseError otherwise."""
     if isinstance(value, bool) or value is None:
         raise CcxtParseError(f"{what} is not a number: {value!r}")
     try:
         if isinstance(value, int):
-            return value * SCALE
-        if isinstance(value, float):
+            out = value * SCALE
+        elif isinstance(value, float):
             if not math.isfinite(value):
                 raise CcxtParseError(f"{what} is not finite: {value!r}")
-            return parse_fixed(repr(value))
-        if isinstance(value, Decimal):
-            return parse_fixed(str(value))
-        if isinstance(value, str):
-            return parse_fixed(value)
+            out = parse_fixed(repr(value))
+        elif isinstance(value, Decimal):
+            out = parse_fixed(str(value))
+        elif isinstance(value, str):
+            out = parse_fixed(value)
+        else:
+            raise CcxtParseError(f"{what} is not a number: {value!r}")
     except DecimalFormatError as exc:
         raise CcxtParseError(f"{what}: {exc}") from exc
-    raise CcxtParseError(f"{what} is not a number: {value!r}")
+    if not -_INT64 < out < _INT64:
+        raise CcxtParseError(f"{what} out of range (the contract's sint64 at 1e-9): {value!r}")
+    return out
+
+
+_INT64: Final = 1 << 63
 
 
 def ms_to_ns(value: Any, default: int) -> int:

@@ -56,6 +56,7 @@ class BitmexParser(CaptureParser):
         rows = field_of(msg, "data", list)
         if not all(isinstance(r, dict) for r in rows):
             raise FeedError("data rows are not objects")
+        produced = len(frame.events) + len(frame.checks)
         if table in ("orderBookL2", "orderBookL2_25"):
             self._book(msg, action, rows, ts_recv, frame)
         elif table == "trade":
@@ -82,6 +83,8 @@ class BitmexParser(CaptureParser):
             self.stats.skipped[table] += 1
         else:
             raise FeedError(f"unknown table {table!r}")
+        if len(frame.events) + len(frame.checks) == produced:  # a valid message without rows
+            self.stats.skipped[f"{table} {action} without rows"] += 1
 
     def _book(self, msg: dict[str, Any], action: str, rows: list[dict[str, Any]], ts_recv: int,
               frame: Frame) -> None:

@@ -20,15 +20,19 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from feeds.protocols import DeadLetter, DeadLetterSink
-from server.engine.events import Event, Level
-from server.engine.numbers import DecimalFormatError, parse_fixed
+from server.engine.events import BookDelta, BookSnapshot, ClockTick, Event, Level, Quote, Trade
+from server.engine.numbers import parse_fixed
 
 
 class FeedError(ValueError):
     """A record that cannot be turned into events; the message becomes the dead letter's reason."""
+
+
+class OutOfRangeError(FeedError):
+    """A number beyond the contract's sint64 at 1e-9 (``MAX_VALUE``): it can be neither served nor stored."""
 
 
 class CaptureLine(NamedTuple):
@@ -69,22 +73,51 @@ class ParserStats:
     """Valid records that carry nothing for the engine (control lines, heartbeats, klines), by kind."""
 
 
+INT64: Final = 1 << 63
+"""Event times are in [0, INT64): the wire's int64 ns."""
+MAX_VALUE: Final = INT64
+"""Prices and sizes (at 1e-9) are within +-MAX_VALUE: the contract's sint64. A venue's absurd level (Kraken
+XBT/CHF asks at 9,999,999,997 CHF, 9.99e18 at 1e-9) can be neither served nor stored: it is dead-lettered."""
+_MAX_NUMBER_TEXT: Final = 100
+_MAX_EXPONENT: Final = 40
+
+
+def fixed(text: str, what: str, limit: int = MAX_VALUE) -> int:
+    """``numbers.parse_fixed`` for untrusted text: FeedError for anything but a plain decimal within
+    ``limit`` at 1e-9. Non-ASCII digits ('²') and huge exponents ('1e999990', which would be expanded to a
+    million digits) are refused before parsing."""
+    _, e, exponent = text.strip().lower().partition("e")
+    if (len(text) > _MAX_NUMBER_TEXT or not text.isascii()
+            or (e and not (exponent.lstrip("+-").isdigit() and abs(int(exponent)) <= _MAX_EXPONENT))):
+        raise FeedError(f"{what}: not a decimal number: {text[:_MAX_NUMBER_TEXT]!r}")
+    try:
+        value = parse_fixed(text)
+    except (ValueError, ArithmeticError) as exc:  # DecimalFormatError, decimal.Overflow
+        raise FeedError(f"{what}: {exc}") from exc
+    if not -limit <= value < limit:
+        raise OutOfRangeError(f"{what}: out of range: {text!r}")
+    return value
+
+
+def check_ns(ns: int, text: object) -> int:
+    """A time in ns since the epoch, checked to be in [0, 2**63)."""
+    if not 0 <= ns < INT64:
+        raise FeedError(f"time out of range: {text!r}")
+    return ns
+
+
 def seconds_to_ns(text: str) -> int:
     """Exact '1618678133.365913' (seconds since the epoch, any decimals up to 9) to nanoseconds."""
-    try:
-        ns = parse_fixed(text)
-    except DecimalFormatError as exc:
-        raise FeedError(f"bad epoch time {text!r}") from exc
-    if ns < 0:
-        raise FeedError(f"negative epoch time {text!r}")
-    return ns
+    if not isinstance(text, str):
+        raise FeedError(f"bad epoch time {text!r}")
+    return check_ns(fixed(text, "epoch time"), text)
 
 
 def millis_to_ns(value: str) -> int:
     """An integer count of milliseconds (Binance 'E', 'T') to nanoseconds."""
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise FeedError(f"bad millisecond time {value!r}")
-    return int(value) * 1_000_000
+    return check_ns(int(value) * 1_000_000, value)
 
 
 def iso_to_ns(text: str) -> int:
@@ -93,13 +126,13 @@ def iso_to_ns(text: str) -> int:
         raise FeedError(f"bad ISO time {text!r}")
     s = text[:-1] if text.endswith("Z") else text.removesuffix("+00:00")
     head, _, frac = s.partition(".")
-    if len(frac) > 9 or (frac and not frac.isdigit()):
+    if len(frac) > 9 or (frac and not (frac.isascii() and frac.isdigit())):
         raise FeedError(f"bad ISO time fraction {text!r}")
     try:
         dt = datetime.fromisoformat(head + "+00:00")
     except ValueError as exc:
         raise FeedError(f"bad ISO time {text!r}") from exc
-    return int(dt.timestamp()) * 1_000_000_000 + int((frac + "000000000")[:9])
+    return check_ns(int(dt.timestamp()) * 1_000_000_000 + int((frac + "000000000")[:9]), text)
 
 
 def loads_exact(text: str) -> Any:
@@ -131,10 +164,7 @@ def price_size(text: Any, what: str) -> int:
     """A venue string (kept from JSON) to a 1e-9 int; FeedError for anything else."""
     if not isinstance(text, str):
         raise FeedError(f"{what} is not a number: {text!r}")
-    try:
-        return parse_fixed(text)
-    except DecimalFormatError as exc:
-        raise FeedError(f"{what}: {exc}") from exc
+    return fixed(text, what)
 
 
 def levels(rows: Any, what: str) -> tuple[Level, ...]:
@@ -161,6 +191,36 @@ def field_of(obj: Any, key: str, kind: type = str) -> Any:
     if not isinstance(value, kind):
         raise FeedError(f"field {key!r} missing or not {kind.__name__}: {value!r}")
     return value
+
+
+def _level_ok(level: Level, signed: bool) -> bool:
+    price, size = level
+    return (-MAX_VALUE <= price < MAX_VALUE if signed else 0 < price < MAX_VALUE) and 0 <= size < MAX_VALUE
+
+
+def well_formed(event: Event, signed: bool = False) -> Event:
+    """``event`` if the engine can take it, else FeedError: times in [0, 2**63); trade prices and sizes
+    > 0; book levels priced > 0 with sizes >= 0; a quote side with a size priced > 0; a non-empty
+    symbol; all within ``MAX_VALUE``. ``signed``: prices may be <= 0 (futures spreads)."""
+    if isinstance(event, ClockTick):
+        return event
+    if not (0 <= event.ts_event < INT64 and 0 <= event.ts_recv < INT64):
+        raise FeedError(f"time out of range: {event.ts_event}, {event.ts_recv}")
+    if not event.symbol:
+        raise FeedError("empty symbol")
+    if isinstance(event, Trade):
+        if not _level_ok((event.price, event.size), signed) or event.size <= 0:
+            raise FeedError(f"trade price and size must be > 0: {event.price}e-9 x {event.size}e-9")
+    elif isinstance(event, Quote):
+        for price, size in ((event.bid_price, event.bid_size), (event.ask_price, event.ask_size)):
+            if not (-MAX_VALUE <= price < MAX_VALUE and 0 <= size < MAX_VALUE
+                    and (not size or _level_ok((price, size), signed))):
+                raise FeedError(f"bad quote side {price}e-9 x {size}e-9")
+    elif isinstance(event, BookSnapshot | BookDelta):
+        for level in (*event.bids, *event.asks):
+            if not _level_ok(level, signed):
+                raise FeedError(f"bad book level {level[0]}e-9 x {level[1]}e-9")
+    return event
 
 
 class Frame(NamedTuple):
@@ -204,10 +264,12 @@ class CaptureParser:
                 self._http(cap.url, cap.body, cap.ts_recv, frame)
             else:
                 self.stats.skipped[cap.kind] += 1
+            for event in frame.events:
+                well_formed(event)
         except FeedError as exc:
             self._dead(dead_letters, str(exc), line, ts_recv)
             return Frame([], [])
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             self._dead(dead_letters, f"malformed message: {type(exc).__name__}: {exc}", line, ts_recv)
             return Frame([], [])
         self.stats.events += len(frame.events)

@@ -24,6 +24,7 @@ from feeds.cryptofeed_capture.common import (
     CaptureParser,
     FeedError,
     Frame,
+    OutOfRangeError,
     field_of,
     price_size,
     seconds_to_ns,
@@ -222,9 +223,12 @@ class KrakenParser(CaptureParser):
             frame.checks.append(KrakenChecksum(self.venue, symbol, int(checksum), pd, sd,
                                                ts_event, ts_recv))
 
-    @staticmethod
-    def _levels(rows: Any, what: str) -> tuple[tuple[Level, ...], int]:
-        """Kraken levels ``[price, volume, timestamp(, "r")]`` and the latest timestamp among them."""
+    def _levels(self, rows: Any, what: str) -> tuple[tuple[Level, ...], int]:
+        """Kraken levels ``[price, volume, timestamp(, "r")]`` and the latest timestamp among them.
+
+        A level priced beyond the contract's range (Kraken's XBT/CHF book holds asks at 9,999,999,997
+        CHF) is left out and counted (``stats.skipped``): it can be neither served nor stored, and the
+        rest of its message is good. Any other bad level refuses the message."""
         if not isinstance(rows, list):
             raise FeedError(f"{what} is not a list")
         out: list[Level] = []
@@ -234,8 +238,12 @@ class KrakenParser(CaptureParser):
                 raise FeedError(f"{what}: bad level {row!r}")
             if len(row) == 4 and row[3] != "r":
                 raise FeedError(f"{what}: unknown level flag {row[3]!r}")
-            price = price_size(row[0], f"{what} price")
-            size = price_size(row[1], f"{what} volume")
+            try:
+                price = price_size(row[0], f"{what} price")
+                size = price_size(row[1], f"{what} volume")
+            except OutOfRangeError:
+                self.stats.skipped["level beyond the sint64 range"] += 1
+                continue
             if price < 0 or size < 0:
                 raise FeedError(f"{what}: negative level {row!r}")
             if not isinstance(row[2], str):

@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterator
 from pathlib import Path
 
-from server.engine.numbers import DecimalFormatError, parse_fixed
+from feeds.cryptofeed_capture.common import FeedError, fixed
 
 
 def read_lines(path: Path) -> Iterator[str]:
@@ -20,8 +20,8 @@ def _recv_key(line: str) -> int:
     head = line.partition(": ")[0].split(" ")
     text = head[-1] if head else ""
     try:
-        return parse_fixed(text)
-    except DecimalFormatError:
+        return fixed(text, "epoch")
+    except FeedError:
         return 0
 
 

@@ -44,7 +44,7 @@ from typing import Final
 
 import databento_dbn as dbn
 
-from feeds.cryptofeed_capture.common import FeedError, ParserStats
+from feeds.cryptofeed_capture.common import INT64, FeedError, ParserStats
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import NO_SEQUENCE, BookDelta, BookSnapshot, Event, Level, Quote, Side, Trade
 from server.engine.numbers import SCALE, from_int, from_scaled
@@ -191,6 +191,9 @@ class DbnParser:
 
     def parse_record(self, rec: Item, out: list[Event]) -> None:
         """One record's events appended to ``out``; FeedError when it cannot be applied."""
+        for ts in (getattr(rec, "ts_event", 0), getattr(rec, "ts_recv", 0)):
+            if isinstance(ts, int) and ts >= INT64:  # u64 in DBN; the engine's times are int64
+                raise FeedError(f"time out of range: {ts}")
         if isinstance(rec, dbn.MBOMsg):
             self._mbo(rec, out)
         elif isinstance(rec, dbn.TradeMsg):

@@ -33,7 +33,10 @@ def read_records(path: Path, dead_letters: DeadLetterSink, chunk_size: int = CHU
                 yield from decoder.write_and_decode(chunk)
             yield from decoder.decode()
             rest = decoder.buffer()
-    except (dbn.DBNError, ValueError, RuntimeError) as exc:  # zstd errors are RuntimeErrors
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # DBNError, ValueError, zstd RuntimeError, and the
+        # decoder's pyo3 PanicException (a BaseException) for a record shorter than its type's layout
         dead_letters.append(DeadLetter(SOURCE, f"{path.name}: undecodable DBN: {exc}", "", 0))
         return
     if rest:

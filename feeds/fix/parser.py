@@ -238,9 +238,12 @@ def _fixed(text: str | None, what: str) -> int:
         # FIX numbers have no exponent (and '1e999999999' would be a billion-digit int)
         raise FixError("bad number", f"{what}: {text!r}")
     try:
-        return parse_fixed(text)
+        value = parse_fixed(text)
     except DecimalFormatError as exc:
         raise FixError("bad number", f"{what}: {exc}") from None
+    if not -(1 << 63) < value < 1 << 63:
+        raise FixError("bad number", f"{what}: out of range (the contract's sint64 at 1e-9): {text!r}")
+    return value
 
 
 def _size(text: str | None, what: str) -> int:

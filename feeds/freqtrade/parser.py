@@ -13,9 +13,9 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from feeds.cryptofeed_capture.common import INT64, FeedError, fixed
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import Side, Trade
-from server.engine.numbers import DecimalFormatError, parse_fixed
 
 SOURCE: Final = "freqtrade"
 _SIDES: Final = {"buy": Side.BUY, "sell": Side.SELL, None: Side.UNSPECIFIED, "": Side.UNSPECIFIED}
@@ -37,15 +37,15 @@ def parse_row(row: object, venue: str, symbol: str) -> Trade:
         raise RowError("row is not a list of at least 6 fields")
     ts_ms, trade_id, _order, side_text, price_text, amount_text = row[:6]
     try:
-        ts_scaled = parse_fixed(_text(ts_ms, "timestamp"))  # ms at 1e-9
-        price = parse_fixed(_text(price_text, "price"))
-        size = parse_fixed(_text(amount_text, "amount"))
-    except DecimalFormatError as exc:
+        ts_scaled = fixed(_text(ts_ms, "timestamp"), "timestamp", INT64 * 1000)  # ms at 1e-9
+        price = fixed(_text(price_text, "price"), "price")
+        size = fixed(_text(amount_text, "amount"), "amount")
+    except FeedError as exc:
         raise RowError(str(exc)) from exc
     if ts_scaled % 1000:
         raise RowError(f"timestamp below 1 ns: {ts_ms!r}")
-    if ts_scaled < 0:
-        raise RowError(f"negative timestamp: {ts_ms!r}")
+    if not 0 <= ts_scaled // 1000 < INT64:
+        raise RowError(f"timestamp out of range: {ts_ms!r}")
     if price <= 0:
         raise RowError(f"price must be > 0: {price_text!r}")
     if size <= 0:
@@ -66,7 +66,7 @@ def parse_dump(
     """Trades of one dump, in file order; bad rows (or a bad document) become dead letters."""
     try:
         doc = json.loads(text, parse_float=str, parse_int=str)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         dead_letters.append(DeadLetter(SOURCE, f"invalid JSON: {exc}", text[:1000], 0))
         return
     if not isinstance(doc, list):

@@ -24,10 +24,10 @@ import calendar
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from feeds.cryptofeed_capture.common import FeedError, ParserStats
+from feeds.cryptofeed_capture.common import FeedError, ParserStats, check_ns, fixed
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import Quote
-from server.engine.numbers import SCALE, DecimalFormatError, parse_fixed
+from server.engine.numbers import SCALE
 
 SOURCE: Final = "histdata"
 VENUE: Final = "histdata"
@@ -40,7 +40,7 @@ EST_OFFSET_NS: Final = 5 * 3600 * 1_000_000_000
 def est_to_ns(text: str) -> int:
     """``YYYYMMDD HHMMSSmmm`` (EST, UTC-5 fixed) to exact ns since the epoch, UTC."""
     s = text.strip()
-    if len(s) != 18 or s[8] != " " or not (s[:8].isdigit() and s[9:].isdigit()):
+    if len(s) != 18 or s[8] != " " or not (s.isascii() and s[:8].isdigit() and s[9:].isdigit()):
         raise FeedError(f"bad time {text!r} (want 'YYYYMMDD HHMMSSmmm')")
     year, month, day = int(s[0:4]), int(s[4:6]), int(s[6:8])
     hour, minute, second, milli = int(s[9:11]), int(s[11:13]), int(s[13:15]), int(s[15:18])
@@ -48,14 +48,11 @@ def est_to_ns(text: str) -> int:
             and hour < 24 and minute < 60 and second < 60):
         raise FeedError(f"bad time {text!r} (out of range)")
     seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    return seconds * 1_000_000_000 + milli * 1_000_000 + EST_OFFSET_NS
+    return check_ns(seconds * 1_000_000_000 + milli * 1_000_000 + EST_OFFSET_NS, text)
 
 
 def _price(text: str, what: str) -> int:
-    try:
-        value = parse_fixed(text)
-    except DecimalFormatError as exc:
-        raise FeedError(f"{what}: {exc}") from exc
+    value = fixed(text, what)
     if value <= 0:
         raise FeedError(f"{what} must be > 0: {text!r}")
     return value
@@ -69,11 +66,7 @@ def parse_row(line: str, symbol: str, venue: str = VENUE, nominal_size: int = NO
     ts = est_to_ns(cells[0])
     bid = _price(cells[1], "bid")
     ask = _price(cells[2], "ask")
-    try:
-        volume = parse_fixed(cells[3])
-    except DecimalFormatError as exc:
-        raise FeedError(f"volume: {exc}") from exc
-    if volume < 0:
+    if fixed(cells[3], "volume") < 0:
         raise FeedError(f"negative volume {cells[3]!r}")
     return Quote(venue, symbol, bid, nominal_size, ask, nominal_size, ts, ts)
 

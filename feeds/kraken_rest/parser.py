@@ -14,9 +14,9 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, NamedTuple
 
+from feeds.cryptofeed_capture.common import FeedError, check_ns, fixed
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import Side, Trade
-from server.engine.numbers import DecimalFormatError, parse_fixed
 
 SOURCE: Final = "kraken_rest"
 VENUE: Final = "kraken"
@@ -38,15 +38,17 @@ def parse_row(row: object, venue: str, symbol: str, ts_recv: int | None = None) 
     """One row (numbers as text, as from ``json.loads(..., parse_float=str, parse_int=str)``) to a Trade."""
     if not isinstance(row, list) or len(row) < 4:
         raise RowError("row is not a list of at least 4 fields")
+    if not symbol:
+        raise RowError("empty pair name")
     price_text, volume_text, time_text, side_text = row[:4]
     trade_id = row[6] if len(row) > 6 else ""
     if not all(isinstance(v, str) for v in (price_text, volume_text, time_text)):
         raise RowError("price, volume and time must be numbers or numeric strings")
     try:
-        price = parse_fixed(price_text)
-        size = parse_fixed(volume_text)
-        ts = parse_fixed(time_text)  # seconds at 1e-9 == ns
-    except DecimalFormatError as exc:
+        price = fixed(price_text, "price")
+        size = fixed(volume_text, "volume")
+        ts = check_ns(fixed(time_text, "time"), time_text)  # seconds at 1e-9 == ns
+    except FeedError as exc:
         raise RowError(str(exc)) from exc
     if price <= 0:
         raise RowError(f"price must be > 0: {price_text!r}")
@@ -74,7 +76,7 @@ def parse_page(
     recv = 0 if ts_recv is None else ts_recv
     try:
         doc = json.loads(text, parse_float=str, parse_int=str)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         dead_letters.append(DeadLetter(SOURCE, f"invalid JSON: {exc}", text[:1000], recv))
         return TradesPage([], "")
     if not isinstance(doc, dict):

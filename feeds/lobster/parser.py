@@ -25,16 +25,18 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from feeds.cryptofeed_capture.common import FeedError, ParserStats
+from feeds.cryptofeed_capture.common import FeedError, ParserStats, fixed
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import NO_SEQUENCE, BookDelta, BookSnapshot, Event, Level, Side, Trade
-from server.engine.numbers import DecimalFormatError, from_scaled, parse_fixed
+from server.engine.numbers import from_scaled
 
 DEPTH = 10
 PRICE_DECIMALS = 4
 EMPTY_ASK = 9999999999
 EMPTY_BID = -9999999999
 _INF = 10**30
+MAX_TIME_NS = 7 * 24 * 3600 * 1_000_000_000
+"""Seconds after midnight beyond a week are not a LOBSTER time (and would overflow int64 times)."""
 
 
 class _Side:
@@ -75,16 +77,26 @@ class _Side:
         return out
 
 
-def _price(text: str) -> int:
-    if not text.lstrip("-").isdigit():
-        raise FeedError(f"bad price {text!r}")
-    return from_scaled(int(text), PRICE_DECIMALS)
+def _int(text: str, what: str) -> int:
+    """A plain ASCII integer cell (``str.isdigit`` alone also accepts '²')."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise FeedError(f"bad {what} {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    """A message's (or a real level's) price: > 0."""
+    price = from_scaled(_int(text, "price"), PRICE_DECIMALS)
+    if price <= 0:
+        raise FeedError(f"price must be > 0: {text!r}")
+    return price
 
 
 def _size(text: str) -> int:
-    if not text.isdigit():
+    if text.startswith("-"):
         raise FeedError(f"bad size {text!r}")
-    return int(text) * 10**9
+    return _int(text, "size") * 10**9
 
 
 class LobsterParser:
@@ -106,11 +118,11 @@ class LobsterParser:
     def time_ns(self, text: str) -> int:
         """Seconds after midnight ('34200.004241176') to ns since the epoch, exactly."""
         try:
-            value = parse_fixed(text)
-        except DecimalFormatError as exc:
+            value = fixed(text, "time")  # parse_fixed, hardened: '²', '1e999999' are FeedErrors
+        except FeedError as exc:
             raise FeedError(f"bad time {text!r}") from exc
-        if value < 0:
-            raise FeedError(f"negative time {text!r}")
+        if not 0 <= value < MAX_TIME_NS:
+            raise FeedError(f"time out of range {text!r}")
         return self.midnight_ns + value
 
     @staticmethod
@@ -123,10 +135,10 @@ class LobsterParser:
         bids: list[Level] = []
         for i in range(0, len(cells), 4):
             ap, asz, bp, bsz = cells[i:i + 4]
-            if _size(asz) and int(ap) != EMPTY_ASK:
-                asks.append((_price(ap), _size(asz)))
-            if _size(bsz) and int(bp) != EMPTY_BID:
-                bids.append((_price(bp), _size(bsz)))
+            if _size(asz) and _int(ap, "price") != EMPTY_ASK:
+                asks.append((_positive(ap), _size(asz)))
+            if _size(bsz) and _int(bp, "price") != EMPTY_BID:
+                bids.append((_positive(bp), _size(bsz)))
         return bids, asks
 
     def seed(self, message_line: str, book_line: str, dead_letters: DeadLetterSink) -> BookSnapshot | None:
@@ -183,11 +195,62 @@ class LobsterParser:
             self.stats.lines += 1
             try:
                 events = self.parse_message(line)
-            except (FeedError, DecimalFormatError) as exc:
+            except ValueError as exc:  # FeedError, DecimalFormatError
                 self._dead(dead_letters, str(exc), line, 0)
                 continue
             self.stats.events += len(events)
             yield from events
+
+    def replay(self, messages: Iterable[str], rows: Iterable[str], dead_letters: DeadLetterSink) -> Iterator[Event]:
+        """A message file and its orderbook file (row i: the book after message i) to events.
+
+        Row 0 seeds the book (``seed``; no seed: one dead letter, nothing else is read). Each later
+        message is applied, then its row ``refill``s levels beyond the known boundary; a bad message and
+        a bad row are separate dead letters (a message's events are kept when only its row is bad). A
+        blank message line is counted and skipped with its row. Files of different lengths: messages
+        without a row are applied without refill, and one dead letter reports the difference.
+        """
+        message_iter, row_iter = iter(messages), iter(rows)
+        first_message, first_row = next(message_iter, None), next(row_iter, None)
+        if first_message is None or first_row is None:
+            self._dead(dead_letters, "empty message or orderbook file", first_message or first_row or "", 0)
+            return
+        self.stats.lines += 1
+        snapshot = self.seed(first_message, first_row, dead_letters)
+        if snapshot is None:
+            return
+        self.stats.events += 1
+        yield snapshot
+        rowless = 0
+        for line in message_iter:
+            row = next(row_iter, None)
+            rowless += row is None
+            if not line.strip():
+                self.stats.skipped["blank line"] += 1
+                continue
+            self.stats.lines += 1
+            try:
+                events = self.parse_message(line)
+            except ValueError as exc:
+                self._dead(dead_letters, str(exc), line, 0)
+                continue
+            self.stats.events += len(events)
+            yield from events
+            if row is None:
+                continue
+            try:
+                refill = self.refill(row, self.time_ns(line.split(",", 1)[0]))
+            except ValueError as exc:
+                self._dead(dead_letters, f"orderbook row: {exc}", row, 0)
+                continue
+            if refill is not None:
+                self.stats.events += 1
+                yield refill
+        extra_rows = sum(1 for _ in row_iter)
+        if rowless or extra_rows:
+            more = f"{rowless} message(s) without an orderbook row (applied without refill)" if rowless \
+                else f"{extra_rows} orderbook row(s) without a message (ignored)"
+            self._dead(dead_letters, f"message and orderbook files differ in length: {more}", "", 0)
 
     def parse_message(self, line: str) -> list[Event]:
         """One message row to its events (possibly none)."""
@@ -206,8 +269,10 @@ class LobsterParser:
         if kind == 7:
             self.stats.skipped["halt"] += 1
             return []
-        price = _price(price_text)
+        price = _positive(price_text)
         size = _size(size_text)
+        if not size:
+            raise FeedError(f"type {kind} of size 0")
         is_bid = dir_text == "1"
         events: list[Event] = []
         if kind in (4, 5, 6):

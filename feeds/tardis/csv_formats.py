@@ -20,7 +20,7 @@ import csv
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
-from feeds.cryptofeed_capture.common import FeedError, ParserStats, price_size
+from feeds.cryptofeed_capture.common import FeedError, ParserStats, check_ns, price_size, well_formed
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import NO_SEQUENCE, BookDelta, BookSnapshot, Event, Level, Quote, Side, Trade
 
@@ -33,9 +33,9 @@ _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "unknown": Side.UNSPECIFIED}
 
 
 def _micros(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise FeedError(f"bad microsecond time {text!r}")
-    return int(text) * 1000
+    return check_ns(int(text) * 1000, text)
 
 
 class TardisCsvParser:
@@ -60,8 +60,8 @@ class TardisCsvParser:
                 self.stats.skipped["blank line"] += 1
                 continue
             self.stats.lines += 1
-            row = next(csv.reader([line]))
             try:
+                row = next(csv.reader([line]))
                 if header is None:
                     header = row
                     self.kind = self._kind(row)
@@ -71,6 +71,8 @@ class TardisCsvParser:
                 if self.kind == "incremental_book_L2":
                     parsed = (row, _l2_side(row[5]),
                               (price_size(row[6], "price"), price_size(row[7], "amount")))
+                    if parsed[2][0] <= 0 or parsed[2][1] < 0 or not row[1]:
+                        raise FeedError(f"bad level: price must be > 0, amount >= 0, symbol set: {row[1:2] + row[6:8]}")
                     _micros(row[2])
                     if row[4] not in ("true", "false"):
                         raise FeedError(f"bad is_snapshot {row[4]!r}")
@@ -79,8 +81,8 @@ class TardisCsvParser:
                         yield self._flush(pending)
                     pending.append(parsed)
                     continue
-                event = self._row(header, row)
-            except FeedError as exc:
+                event = well_formed(self._row(header, row))
+            except (FeedError, csv.Error) as exc:
                 self._dead(dead_letters, str(exc), line)
                 if header is not None and not self.kind:
                     return

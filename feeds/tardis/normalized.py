@@ -23,6 +23,7 @@ from feeds.cryptofeed_capture.common import (
     iso_to_ns,
     loads_exact,
     price_size,
+    well_formed,
 )
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import NO_SEQUENCE, BookDelta, BookSnapshot, Event, Level, Side, Trade
@@ -62,13 +63,21 @@ class TardisNormalizedParser:
             self.stats.lines += 1
             try:
                 event = self.parse_message(loads_exact(line))
+                if event is not None:
+                    well_formed(event)
             except FeedError as exc:
-                self.stats.dead_letters += 1
-                dead_letters.append(DeadLetter(self.source, str(exc), line.rstrip("\r\n"), 0))
+                self._dead(dead_letters, str(exc), line)
+                continue
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+                self._dead(dead_letters, f"malformed message: {type(exc).__name__}: {exc}", line)
                 continue
             if event is not None:
                 self.stats.events += 1
                 yield event
+
+    def _dead(self, sink: DeadLetterSink, reason: str, raw: str) -> None:
+        self.stats.dead_letters += 1
+        sink.append(DeadLetter(self.source, reason, raw.rstrip("\r\n"), 0))
 
     def parse_message(self, msg: Any) -> Event | None:
         """One decoded message to its event (None for a counted, engine-less type)."""
@@ -88,7 +97,8 @@ class TardisNormalizedParser:
                 return BookSnapshot(exchange, symbol, NO_SEQUENCE, bids, asks, ts_event, ts_recv)
             return BookDelta(exchange, symbol, NO_SEQUENCE, NO_SEQUENCE, bids, asks, ts_event, ts_recv)
         if mtype == "trade":
-            side = _SIDES.get(msg.get("side", ""))
+            side_text = msg.get("side", "")
+            side = _SIDES.get(side_text) if isinstance(side_text, str) else None
             if side is None:
                 raise FeedError(f"bad trade side {msg.get('side')!r}")
             trade_id = msg.get("id") or ""

@@ -23,10 +23,10 @@ import calendar
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from feeds.cryptofeed_capture.common import FeedError, ParserStats, iso_to_ns
+from feeds.cryptofeed_capture.common import FeedError, ParserStats, check_ns, fixed, iso_to_ns
 from feeds.protocols import DeadLetter, DeadLetterSink
 from server.engine.events import Quote
-from server.engine.numbers import SCALE, DecimalFormatError, parse_fixed
+from server.engine.numbers import SCALE
 
 SOURCE: Final = "truefx"
 VENUE: Final = "truefx"
@@ -39,7 +39,8 @@ def compact_to_ns(text: str) -> int:
     """TrueFX's ``YYYYMMDD HH:MM:SS.mmm`` (UTC) to exact ns since the epoch."""
     s = text.strip()
     head, _, frac = s.partition(".")
-    if (len(head) != 17 or head[8] != " " or head[11] != ":" or head[14] != ":" or not head[:8].isdigit()
+    if (len(head) != 17 or not s.isascii() or head[8] != " " or head[11] != ":" or head[14] != ":"
+            or not head[:8].isdigit()
             or not (head[9:11] + head[12:14] + head[15:17]).isdigit() or len(frac) > 9
             or (frac and not frac.isdigit())):
         raise FeedError(f"bad time {text!r} (want 'YYYYMMDD HH:MM:SS.mmm')")
@@ -49,7 +50,7 @@ def compact_to_ns(text: str) -> int:
             and hour < 24 and minute < 60 and second < 60):
         raise FeedError(f"bad time {text!r} (out of range)")
     seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    return seconds * 1_000_000_000 + int((frac + "000000000")[:9])
+    return check_ns(seconds * 1_000_000_000 + int((frac + "000000000")[:9]), text)
 
 
 def utc_iso_to_ns(text: str) -> int:
@@ -65,10 +66,7 @@ def utc_iso_to_ns(text: str) -> int:
 
 
 def _price(text: str, what: str) -> int:
-    try:
-        value = parse_fixed(text)
-    except DecimalFormatError as exc:
-        raise FeedError(f"{what}: {exc}") from exc
+    value = fixed(text, what)
     if value <= 0:
         raise FeedError(f"{what} must be > 0: {text!r}")
     return value

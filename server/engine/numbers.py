@@ -22,6 +22,8 @@ QUOTE_SCALE: Final = SCALE * SCALE
 """Scale of a price x size product (quote volume) kept exact."""
 
 _PAD: Final = "0" * SCALE_DIGITS
+_MAX_TEXT: Final = 100
+_MAX_EXPONENT: Final = 40
 
 
 class DecimalFormatError(ValueError):
@@ -31,24 +33,30 @@ class DecimalFormatError(ValueError):
 def parse_fixed(text: str) -> int:
     """Exact parse of a decimal string ('123.45', '-0.5', '1e-3', '7') to scale 1e-9.
 
-    Raises DecimalFormatError for a non-number or a value needing more than 9 decimals.
+    Raises DecimalFormatError for a non-number (only ASCII digits count; at most 100 characters and an
+    exponent within +-40) or a value needing more than 9 decimals. Python ints do not overflow; whether a
+    value fits the wire (a per-event price or size is a ``sint64``) is the caller's check.
     """
     s = text.strip()
+    if len(s) > _MAX_TEXT or not s.isascii():
+        raise DecimalFormatError(f"not a decimal number: {text[:_MAX_TEXT]!r}")
     if "e" in s or "E" in s:
-        return _parse_via_decimal(s)
-    neg = s.startswith("-")
-    if neg or s.startswith("+"):
-        s = s[1:]
-    whole, _, frac = s.partition(".")
-    if not (whole or frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
-        raise DecimalFormatError(f"not a decimal number: {text!r}")
-    if len(frac) > SCALE_DIGITS:
-        extra = frac[SCALE_DIGITS:]
-        if extra.strip("0"):
-            raise DecimalFormatError(f"more than {SCALE_DIGITS} decimal places: {text!r}")
-        frac = frac[:SCALE_DIGITS]
-    value = int(whole or "0") * SCALE + (int((frac + _PAD)[:SCALE_DIGITS]) if frac else 0)
-    return -value if neg else value
+        value = _parse_via_decimal(s)
+    else:
+        neg = s.startswith("-")
+        if neg or s.startswith("+"):
+            s = s[1:]
+        whole, _, frac = s.partition(".")
+        if not (whole or frac) or (whole and not whole.isdigit()) or (frac and not frac.isdigit()):
+            raise DecimalFormatError(f"not a decimal number: {text!r}")
+        if len(frac) > SCALE_DIGITS:
+            extra = frac[SCALE_DIGITS:]
+            if extra.strip("0"):
+                raise DecimalFormatError(f"more than {SCALE_DIGITS} decimal places: {text!r}")
+            frac = frac[:SCALE_DIGITS]
+        value = int(whole or "0") * SCALE + (int((frac + _PAD)[:SCALE_DIGITS]) if frac else 0)
+        value = -value if neg else value
+    return value
 
 
 def _parse_via_decimal(s: str) -> int:
@@ -58,6 +66,9 @@ def _parse_via_decimal(s: str) -> int:
         raise DecimalFormatError(f"not a decimal number: {s!r}") from exc
     if not d.is_finite():
         raise DecimalFormatError(f"not a finite number: {s!r}")
+    exponent = d.as_tuple().exponent
+    if not isinstance(exponent, int) or abs(exponent) > _MAX_EXPONENT:  # '1e999990': a million digits
+        raise DecimalFormatError(f"exponent out of range: {s!r}")
     scaled = d.scaleb(SCALE_DIGITS)
     if scaled != scaled.to_integral_value():
         raise DecimalFormatError(f"more than {SCALE_DIGITS} decimal places: {s!r}")

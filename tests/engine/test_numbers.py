@@ -82,3 +82,10 @@ def test_scaled_and_decimals() -> None:
     assert format_fixed(parse_fixed("0.05"), 5) == "0.05000"
     with pytest.raises(DecimalFormatError):
         format_fixed(parse_fixed("0.123"), 2)
+
+
+@pytest.mark.parametrize("text", ["²", "1e999990", "1" * 101, "١٢٣", "1e-999999"])
+def test_untrusted_text_is_refused_before_it_costs_anything(text: str) -> None:
+    """Non-ASCII digits, huge exponents and over-long texts are not numbers (never expanded)."""
+    with pytest.raises(DecimalFormatError):
+        parse_fixed(text)

@@ -26,13 +26,15 @@ TS = 1_700_000_000_000_000_000
     (7, 7_000_000_000),
     ("0.10000000", 100_000_000),
     (Decimal("2.5"), 2_500_000_000),
-    (1e16, 10**16 * 10**9),
+    (1e9, 10**18),
+    (9223372036.0, 9_223_372_036_000_000_000),
 ])
 def test_to_fixed_is_exact(value: Any, expected: int) -> None:
     assert to_fixed(value, "x") == expected
 
 
-@pytest.mark.parametrize("value", [0.1 + 0.2, 1e-10, float("nan"), float("inf"), None, True, "abc", [1]])
+@pytest.mark.parametrize("value", [0.1 + 0.2, 1e-10, float("nan"), float("inf"), None, True, "abc", [1],
+                                   1e16, 9999999997.0, -1e10, 10**10])  # the last four: beyond sint64 at 1e-9
 def test_to_fixed_refuses(value: Any) -> None:
     with pytest.raises(CcxtParseError):
         to_fixed(value, "x")
