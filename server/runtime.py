@@ -179,10 +179,18 @@ def engine_book_reader(engine: Engine) -> Callable[[str, str], BookView | None]:
     """The router's read of a venue's consistent book, from the engine's public ``book``."""
     def read(venue: str, symbol: str) -> BookView | None:
         book = engine.book(venue, symbol)
-        if book is None or not book.synced:
+        if book is None or not book.synced or book.halted:
             return None
         return tuple(book.bid_levels()), tuple(book.ask_levels()), book.last_ts_event, book.last_ts_recv
     return read
+
+
+def _book_sequence(engine: Engine) -> Callable[[str, str], int]:
+    """The last sequence of a book the engine holds (0: none), for the router's composite numbering."""
+    def seq(venue: str, symbol: str) -> int:
+        book = engine.book(venue, symbol)
+        return book.seq if book is not None else 0
+    return seq
 
 
 _LIVE_STATES = ("live", "done")
@@ -224,7 +232,8 @@ class Runtime:
         self.events_applied = 0
         self.batches_applied = 0
         self.last_batch_lag_ns = 0
-        self.router = SourceRouter(sources, engine_book_reader(engine)) if sources else None
+        self.router = SourceRouter(sources, engine_book_reader(engine), sequence_of=_book_sequence(engine)) \
+            if sources else None
         """Per-instrument source priority and failover (None without source policies)."""
         self._feed_venues = [(f, v) for f in feeds if (v := _feed_venues(f))]
 

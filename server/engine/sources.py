@@ -167,7 +167,7 @@ class PolicyState(NamedTuple):
 
 
 class _Source:
-    __slots__ = ("down", "last_recv", "rank", "resync", "silence_ns", "since", "trades", "venue")
+    __slots__ = ("down", "halted", "last_recv", "rank", "resync", "silence_ns", "since", "trades", "venue")
 
     def __init__(self, venue: str, rank: int, silence_ns: int, max_backfill: int) -> None:
         self.venue = venue
@@ -178,19 +178,22 @@ class _Source:
         self.since = 0
         """Start of the current healthy run (for the hold-down)."""
         self.resync = False
+        self.halted = False
         self.down = False
         self.trades: deque[Trade] = deque(maxlen=max_backfill)
         """Recent trades while not active, for the replay into a switch's gap."""
 
     def healthy(self, now: int) -> bool:
         return bool(self.last_recv) and now - self.last_recv <= self.silence_ns and not self.resync \
-            and not self.down
+            and not self.halted and not self.down
 
     def why_not(self, now: int) -> str:
         if self.down:
             return "down"
         if self.resync:
             return "resync"
+        if self.halted:
+            return "halted"
         return "silent"
 
 
@@ -226,8 +229,14 @@ class SourceRouter:
     """
 
     def __init__(self, policies: Iterable[SourcePolicy], book_reader: BookReader | None = None,
-                 history: int = 1000) -> None:
+                 history: int = 1000, sequence_of: Callable[[str, str], int] | None = None) -> None:
+        """``sequence_of(venue, symbol)``: the last sequence of a book the engine already holds (restored
+        from storage after a restart), so a composite book's numbering continues instead of starting
+        again at 1."""
         self._policies = [_Policy(p) for p in policies]
+        if sequence_of is not None:
+            for p in self._policies:
+                p.seq = sequence_of(p.composite, p.symbol)
         self._by_symbol: dict[str, _Policy] = {}
         composites: set[tuple[str, str]] = set()
         for p in self._policies:
@@ -304,15 +313,20 @@ class SourceRouter:
                 src = pol.by_venue.get(change.venue)
                 if src is None:
                     continue
-                if change.status == BookStatus.AWAITING_RESYNC:
-                    if not src.resync:
-                        src.resync = True
+                status = change.status
+                if status in (BookStatus.AWAITING_RESYNC, BookStatus.HALTED):
+                    halted = status == BookStatus.HALTED  # a halted book is as unusable as one awaiting resync
+                    if not (src.halted if halted else src.resync):
+                        if halted:
+                            src.halted = True
+                        else:
+                            src.resync = True
                         if src is pol.active:
                             if dirty is None:
                                 dirty = []
                             dirty.append(pol)
-                elif src.resync and (change.status in (BookStatus.CONSISTENT, BookStatus.CROSSED)):
-                    src.resync = False
+                elif (src.resync or src.halted) and status in (BookStatus.CONSISTENT, BookStatus.CROSSED):
+                    src.resync = src.halted = False
                     src.since = max(src.since, change.ts_recv)
                     if pol.active is None and pol.ever_active:
                         if dirty is None:

@@ -402,3 +402,34 @@ def test_router_matches_the_reference_model(
     assert len(composite) == len(set(composite))
     assert set(forwarded) <= set(composite) <= source_trades
     assert h.engine.quality.get(QualityKind.DUPLICATE_TRADE, COMP, SYM) == 0
+
+
+def test_a_halted_active_source_is_failed_over_and_its_book_is_not_copied() -> None:
+    from server.engine.events import TradingStatusChange
+
+    h = Harness(POLICY)
+    h.apply([snapshot("a", 1, T0, 100), snapshot("b", 1, T0, 200)])
+    h.tick(T0 + 50 * MS)
+    assert h.router.active(SYM) == "a"
+    h.apply([TradingStatusChange("a", SYM, True, "news pending", T0 + 60 * MS, T0 + 60 * MS),
+             trade("b", "1", T0 + 70 * MS)])
+    assert h.router.active(SYM) == "b"
+    assert h.flags[-1].detail.startswith("a -> b (halted)")
+    assert h.levels(COMP) == h.levels("b")
+
+
+def test_a_composite_book_continues_the_sequence_the_engine_already_holds() -> None:
+    """After a restart the composite book is restored from storage: its numbering must go on from there."""
+    engine = Engine(EngineConfig(trade_spikes=None, quote_spikes=None))
+    out: list[object] = []
+    engine.apply(BookSnapshot(COMP, SYM, 41, ((99, 1),), ((101, 1),), T0, T0), out)
+    router = SourceRouter([POLICY], engine_book_reader(engine),
+                          sequence_of=lambda venue, symbol: engine.book(venue, symbol).seq)  # type: ignore[union-attr]
+    out.clear()
+    engine.apply_batch([snapshot("a", 1, T0 + MS), snapshot("b", 1, T0 + MS)], out)
+    derived: list[Event] = []
+    notes: list[QualityFlag] = []
+    router.route(out, 0, derived, notes)
+    router.tick(T0 + 50 * MS, set(), derived, notes)
+    books = [e for e in derived if isinstance(e, BookSnapshot)]
+    assert books and books[0].seq == 42
