@@ -13,7 +13,7 @@ from server.config import ConfigError, load_config
 
 def _serve(args: argparse.Namespace) -> int:
     from server.logs import setup_logging
-    from server.serve import serve
+    from server.serve import ServiceFailedError, serve
 
     try:
         config = load_config(args.config, overrides={
@@ -39,6 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad feed spec or feed file
         print(f"mds serve: {exc}", file=sys.stderr)
         return 2
+    except ServiceFailedError as exc:
+        print(f"mds serve: stopped: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,6 +49,10 @@ class BatchWriter(Protocol):
     def close(self) -> None: ...
 
 
+class StorageFailedError(RuntimeError):
+    """A storage write failed: what was accepted before a barrier may not be durable."""
+
+
 class _Barrier:
     """A marker sent down the ingest queue and on to storage; ``done`` resolves once everything before it
     is applied by the engine and written by storage (see ``Runtime.barrier``)."""
@@ -149,7 +153,7 @@ class _StorageThread:
                 self._write(pending)
                 pending = []
             if held and not pending:
-                error = RuntimeError("storage write failed; see the log") if self.errors != reported else None
+                error = StorageFailedError("storage write failed; see the log") if self.errors != reported else None
                 reported = self.errors
                 for barrier in held:
                     barrier.release(error)
@@ -227,6 +231,9 @@ class Runtime:
         self._halts = engine.halts()
         self._halt_count = engine.counters.halts
         self._feed_tasks: list[asyncio.Task[None]] = []
+        self.failed = asyncio.Event()
+        """Set when the service must stop (see ``failure``); ``mds serve`` then exits non-zero."""
+        self.failure: BaseException | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self.events_applied = 0
@@ -295,6 +302,12 @@ class Runtime:
             log.info("feed %s finished", feed.name)
         except asyncio.CancelledError:
             raise
+        except StorageFailedError as exc:
+            # An at-least-once feed cannot go on: its uncommitted input is applied but not durable, and its
+            # deduplication would drop the redelivery. Stop the service so a restart reloads from storage.
+            log.critical("feed %s: %s; the service stops so that a restart recovers from storage", feed.name, exc)
+            self.failure = exc
+            self.failed.set()
         except Exception:
             log.exception("feed %s failed", feed.name)
 

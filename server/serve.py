@@ -138,8 +138,18 @@ async def serve(config: ServiceConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    failed = handle.runtime.failed
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     log.info("stopping: grace %.1fs", config.grace_s)
     await handle.stop(config.grace_s)
     await metrics.stop()
     log.info("stopped")
+    if failed.is_set():
+        raise ServiceFailedError(str(handle.runtime.failure))
+
+
+class ServiceFailedError(RuntimeError):
+    """The service stopped itself (e.g. storage failed under an at-least-once feed)."""

@@ -9,7 +9,7 @@ import pytest
 
 from server.engine.engine import Engine
 from server.engine.events import Event, Side, Trade
-from server.runtime import Runtime
+from server.runtime import Runtime, StorageFailedError
 from server.storage import EmbeddedStore
 
 T0 = 1_700_000_000_000_000_000
@@ -79,3 +79,30 @@ def test_barrier_fails_when_the_storage_write_fails() -> None:
             await runtime.stop(1.0)
 
     asyncio.run(run())
+
+
+class _AtLeastOnceFeed:
+    """A feed that commits after each barrier, as the Kafka feed does."""
+
+    name = "at-least-once"
+
+    async def run(self, sink: Runtime) -> None:
+        await sink.put(_trades(0, 10))
+        await sink.barrier()  # raises StorageFailedError: the feed does not catch it
+
+
+def test_a_failed_barrier_under_an_at_least_once_feed_stops_the_service() -> None:
+    """Its input is applied but not durable, and its deduplication would drop a redelivery: the runtime
+    flags a failure (``mds serve`` then stops and exits 1, so a restart recovers from storage)."""
+    async def run() -> BaseException | None:
+        runtime = Runtime(Engine(), [_AtLeastOnceFeed()], storage=_FailingWriter(),  # type: ignore[list-item]
+                          tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            await asyncio.wait_for(runtime.failed.wait(), 10)
+            return runtime.failure
+        finally:
+            await runtime.stop(1.0)
+
+    failure = asyncio.run(run())
+    assert isinstance(failure, StorageFailedError) and "storage write failed" in str(failure)
