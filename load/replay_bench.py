@@ -25,6 +25,7 @@ from typing import Any
 from marketdata.v1 import market_data_service_pb2
 
 from server.engine.events import BookDelta, Side, Trade
+from server.engine.pricing import MarkPrice
 from server.service.replay import replay_responses, validate_replay
 from server.storage import EmbeddedStore, StoredRecord
 
@@ -124,6 +125,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--trade-share", type=float, default=0.125, help="share of trades among the records")
+    p.add_argument("--mark-every", type=int, default=0,
+                   help="also store a mark price every N records (merged into the replay by event time)")
     p.add_argument("--grpc", action="store_true", help="also replay over gRPC to a client in another process")
     args = p.parse_args()
     if not 0 < args.records <= 5_000_000 or not 0 <= args.trade_share <= 1:
@@ -132,6 +135,9 @@ def main() -> int:
         store = EmbeddedStore.open(tmp)
         try:
             store.write_batch(records(args.records, args.trade_share))
+            if args.mark_every:  # mark prices between the records: merged in from another table
+                store.write_batch([MarkPrice("BTC/USD", 60_000 * S + i, 60_000 * S, 0, T0 + i * 1000 + 500)
+                                   for i in range(0, args.records, args.mark_every)])
             request = market_data_service_pb2.ReplayStreamRequest(symbols=["BTC/USD"], start_ns=T0,
                                                                   end_ns=T0 + args.records * 1000 + 1)
             result: dict[str, Any] = {"bench": "replay", "records": args.records, "trade_share": args.trade_share}

@@ -101,6 +101,10 @@ _WIRE_UPDATE: Final = _W.update_columns(
 """A row of the replay union as ``MarketDataUpdate`` columns (``trade.*``, ``book.snapshot.*``, ...)."""
 
 
+_MAX_CUTS: Final = 4096
+"""Most extra items (candles, pricing) merged into one replay window: each row counts those before it."""
+
+
 class WirePage(NamedTuple):
     """Replay items of ``[lo, hi)`` in replay order, as ``(count, data)`` pieces: ``data`` is ``count``
     ``ReplayStreamResponse.updates`` items (field 2, framed), either a chunk encoded by the storage engine
@@ -349,19 +353,22 @@ class EmbeddedStore:
         union = " UNION ALL ".join(f"SELECT {_WIRE_SELECT[k]} FROM {k.value} FINAL WHERE {cond}" for k in selected)
         o = _WIRE_ORDER
         # Rows in replay order, each written by ClickHouse's Protobuf format as a MarketDataUpdate and
-        # framed as an updates item, joined per response message (c: counted from the first item of the
-        # replay; one thread, so groupArray keeps the sorted input's order). Book sequences: the count so
-        # far per book (cityHash64 of venue and symbol) plus the row number within this window.
+        # framed as an updates item, joined per response message. k: the extra items before the row (an
+        # extra item at t goes after every row at or before t); c: the message it goes to, counting items
+        # from the first of the replay, extra items included. Rows are grouped by (c, k) (one thread, so
+        # groupArray keeps the sorted input's order). Book sequences: the count so far per book
+        # (cityHash64 of venue and symbol) plus the row number within this window.
         sql = (
-            f"SELECT n, body FROM ("
-            f" SELECT c, count() AS n, arrayStringConcat(groupArray(s)) AS body FROM ("
-            f"  SELECT intDiv(rowNumberInAllBlocks() + {{base:UInt64}}, {{per:UInt64}}) AS c,"
+            f"SELECT k, n, body FROM ("
+            f" SELECT c, k, count() AS n, arrayStringConcat(groupArray(s)) AS body FROM ("
+            f"  SELECT arrayCount(x -> x < ts, {{cuts:Array(Int64)}}) AS k,"
+            f"   intDiv(rowNumberInAllBlocks() + k + {{base:UInt64}}, {{per:UInt64}}) AS c,"
             f"   concat(char({_W.ITEM_KEY}), formatRowNoNewline('Protobuf', {_WIRE_UPDATE})) AS s FROM ("
             f"   SELECT *, if(kind < 3, transform(cityHash64(venue, symbol), {{ok:Array(UInt64)}},"
             f"    {{ov:Array(UInt64)}}, toUInt64(0)) + row_number() OVER (PARTITION BY kind < 3, venue, symbol"
             f"    ORDER BY {o}), 0) AS seq"
             f"   FROM ({union}) AS u ({_WIRE_COLUMNS}) ORDER BY {o}))"
-            f" GROUP BY c) ORDER BY c"
+            f" GROUP BY c, k) ORDER BY c, k"
             f" SETTINGS max_threads = 1, {_W.settings(self._schema, _W.UPDATE_MESSAGE)}"
         )
         books = [k for k in selected if k is not Kind.TRADES]
@@ -371,43 +378,39 @@ class EmbeddedStore:
             + ") GROUP BY bk")
         offsets: dict[int, int] = {}
         emitted = 0  # items yielded so far
-
-        def encoded(lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
-            """The wire rows of [lo, hi) as pieces aligned on messages; book offsets move past them."""
-            nonlocal emitted
-            params: Params = {**base, "lo": lo, "hi": hi, "base": emitted, "per": per_message,
-                              "ok": "[" + ",".join(map(str, offsets)) + "]",
-                              "ov": "[" + ",".join(map(str, offsets.values())) + "]"}
-            table = self._query(sql, params)
-            for n, body in zip(table.column("n").to_pylist(), table.column("body").cast(pa.binary()).to_pylist(),
-                               strict=True):
-                emitted += n
-                yield n, body
-            if books and table.num_rows:
-                counts = self._query(counts_sql, {**base, "lo": lo, "hi": hi})
-                for bk, n in zip(counts.column("bk").to_pylist(), counts.column("n").to_pylist(), strict=True):
-                    offsets[bk] = offsets.get(bk, 0) + n
-
         total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
         span = max(1, (end_ns - start_ns) * chunk // total) if total else end_ns - start_ns
         lo = start_ns
         while lo < end_ns:
             hi = min(end_ns, lo + span)
-            rows = sum(self._count(SPECS[k], where, {**base, "lo": lo, "hi": hi}) for k in selected)
+            window: Params = {**base, "lo": lo, "hi": hi}
+            rows = sum(self._count(SPECS[k], where, window) for k in selected)
             if rows > 4 * chunk and hi - lo > 1:  # too dense: a smaller window, same start
                 span = max(1, (hi - lo) // 4)
                 continue
+            items = extra(lo, hi) if extra is not None else []
+            if rows and len(items) > _MAX_CUTS and hi - lo > 1:  # each row counts the cuts before it
+                span = max(1, (hi - lo) // 4)
+                continue
             pieces: list[tuple[int, bytes]] = []
-            at = lo
-            # An extra item at t goes after every row at or before t: the window is cut after t.
-            for ts, data in extra(lo, hi) if extra is not None else ():
-                if rows and ts >= at:
-                    pieces.extend(encoded(at, ts + 1))
-                    at = ts + 1
-                pieces.append((1, data))
-                emitted += 1
-            if rows and at < hi:
-                pieces.extend(encoded(at, hi))
+            done = 0
+            if rows:
+                params: Params = {**window, "base": emitted, "per": per_message,
+                                  "cuts": "[" + ",".join(str(t) for t, _ in items) + "]",
+                                  "ok": "[" + ",".join(map(str, offsets)) + "]",
+                                  "ov": "[" + ",".join(map(str, offsets.values())) + "]"}
+                table = self._query(sql, params)
+                for k, n, body in zip(table.column("k").to_pylist(), table.column("n").to_pylist(),
+                                      table.column("body").cast(pa.binary()).to_pylist(), strict=True):
+                    pieces.extend((1, data) for _, data in items[done:k])
+                    done = max(done, k)
+                    pieces.append((n, body))
+                if books:
+                    counts = self._query(counts_sql, window)
+                    for bk, n in zip(counts.column("bk").to_pylist(), counts.column("n").to_pylist(), strict=True):
+                        offsets[bk] = offsets.get(bk, 0) + n
+            pieces.extend((1, data) for _, data in items[done:])
+            emitted += sum(n for n, _ in pieces)
             yield WirePage(lo, hi, pieces)
             lo = hi
             if rows < chunk // 2:
