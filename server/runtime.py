@@ -28,7 +28,7 @@ from typing import Protocol
 
 from feeds.protocols import Feed
 from server.engine.engine import Engine
-from server.engine.events import ClockTick, Event, TradingStatusChange
+from server.engine.events import ClockTick, Event
 from server.engine.quality import QualityFlag
 from server.engine.sources import BookView, SourcePolicy, SourceRouter
 from server.storage.dead_letters import DeadLetterRecorder
@@ -228,8 +228,6 @@ class Runtime:
         self._storage = _StorageThread(storage, drain=self.dead_letters.drain) if storage is not None else None
         if self._storage is not None:
             self.dead_letters.persist(self._storage.wake)
-        self._halts = engine.halts()
-        self._halt_count = engine.counters.halts
         self._feed_tasks: list[asyncio.Task[None]] = []
         self.failed = asyncio.Event()
         """Set when the service must stop (see ``failure``); ``mds serve`` then exits non-zero."""
@@ -325,14 +323,12 @@ class Runtime:
             out: list[object] = []
             taken = 1
             barrier: _Barrier | None = None
-            round_: list[list[Event]] = []
             try:
                 applied = 0
                 if isinstance(batch, _Barrier):
                     barrier = batch
                 else:
                     apply(batch, out)
-                    round_.append(batch)
                     applied = len(batch)
                     # Take what else is ready now: fewer, larger update batches downstream.
                     while taken < 64 and not q.empty():
@@ -343,7 +339,6 @@ class Runtime:
                             break
                         batch = nxt
                         apply(batch, out)
-                        round_.append(batch)
                         applied += len(batch)
                 self.events_applied += applied
                 self.batches_applied += taken
@@ -356,7 +351,7 @@ class Runtime:
                     for listener in self.listeners:
                         listener(out)
                 if self._storage is not None:
-                    status = self._status_changes(round_) if round_ else None
+                    status = self.engine.take_status_changes()
                     if status:
                         await self._storage.submit([*out, *status])
                     elif out:
@@ -376,25 +371,6 @@ class Runtime:
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
             await asyncio.sleep(0)
-
-    def _status_changes(self, batches: list[list[Event]]) -> list[object] | None:
-        """The trading status changes of this round when the engine's halts changed (checked by its halt
-        count and halted set, so a round without a change costs no scan): every ``TradingStatusChange`` of
-        the round, in order, for storage."""
-        engine = self.engine
-        count = engine.counters.halts
-        halts = engine.halts()
-        if count == self._halt_count and halts == self._halts:
-            return None
-        before = self._halts
-        self._halt_count, self._halts = count, halts
-        found: list[object] = [e for b in batches for e in b if type(e) is TradingStatusChange]
-        if not found:  # changed by other means: store the difference, stamped now
-            now = self._clock()
-            found = [TradingStatusChange(v, s, True, why, now, now) for (v, s), why in halts.items()
-                     if before.get((v, s)) != why]
-            found += [TradingStatusChange(v, s, False, "", now, now) for v, s in before if (v, s) not in halts]
-        return found
 
     def _apply_routed(self, batch: list[Event], out: list[object]) -> None:
         """Apply a batch, let the router read what the engine emitted, then apply the composite events."""

@@ -196,6 +196,7 @@ class Engine:
         self._quote_spikes: dict[tuple[str, str], SpikeDetector] = {}
         self._alert_symbols: set[str] = set()
         self._halted: dict[tuple[str, str], str] = {}
+        self._status_applied: list[TradingStatusChange] = []  # since the last take_status_changes()
         """(venue, symbol) -> why trading is halted ('' if no reason given), while it is."""
         cfg = self.config
         self._indices = {c.symbol: IndexCalculator(c) for c in cfg.indices}
@@ -343,7 +344,9 @@ class Engine:
         halts = self._halted
         if ev.halted:
             if key in halts:
-                halts[key] = ev.reason  # still halted; only the reason is news
+                if halts[key] != ev.reason:  # still halted; only the reason is news
+                    halts[key] = ev.reason
+                    self._status_applied.append(ev)
                 return
             halts[key] = ev.reason
             self.counters.halts += 1
@@ -352,6 +355,7 @@ class Engine:
             if halts.pop(key, None) is None:
                 return
             reason = "resumed"
+        self._status_applied.append(ev)
         book = self._books.get(key)
         if book is None:  # no book yet: it starts halted (see _book)
             return
@@ -674,6 +678,14 @@ class Engine:
     def halts(self) -> dict[tuple[str, str], str]:
         """Every halted (venue, symbol) and why ('' when no reason was given)."""
         return dict(self._halted)
+
+    def take_status_changes(self) -> list[TradingStatusChange]:
+        """The trading status changes applied since the last call (halts, reason changes, resumes; not the
+        ones that changed nothing), in order: what storage keeps so a restart can restore them."""
+        if not self._status_applied:
+            return []
+        taken, self._status_applied = self._status_applied, []
+        return taken
 
     def index_price(self, symbol: str) -> IndexPrice | None:
         return self._index_prices.get(symbol)

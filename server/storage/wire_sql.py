@@ -49,8 +49,13 @@ inline ``format_schema_source = 'string'`` would cache a copy under the process'
 
 
 def write_schema(data_dir: Path) -> Path:
-    """Write the joined contract under ``data_dir`` (replacing an older one); its absolute path."""
+    """Write the joined contract under ``data_dir`` (replacing an older one); its absolute path.
+
+    ValueError for a directory whose path a SQL string literal cannot hold as it is (a quote or a
+    backslash)."""
     path = data_dir / SCHEMA_FILE
+    if "'" in str(path) or "\\" in str(path):
+        raise ValueError(f"the data directory's path may not hold a quote or a backslash: {data_dir}")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = schema_text()
     if not path.exists() or path.read_text() != text:
@@ -61,8 +66,7 @@ def write_schema(data_dir: Path) -> Path:
 
 
 def settings(schema: Path, message: str) -> str:
-    """The SETTINGS clause item that selects ``message`` of the schema file ``schema``."""
-    assert "'" not in str(schema) and "\\" not in str(schema), schema
+    """The SETTINGS clause item that selects ``message`` of the schema file ``schema`` (``write_schema``'s)."""
     return f"format_schema = '{schema}:{message}'"
 
 

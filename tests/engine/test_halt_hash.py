@@ -336,3 +336,17 @@ def test_engine_hash_equals_the_reference(bids: dict[int, int], asks: dict[int, 
     assert e.counters.book_checks_verified == 1
     out = run(e, check("v", seq, expected ^ 0xFFFFFFFF, depth=depth))
     assert of_type(out, BookStatusChange)[0].status is BookStatus.AWAITING_RESYNC
+
+
+def test_take_status_changes_gives_only_what_changed_a_status() -> None:
+    """What the runtime stores for a restart: applied halts, reason changes and resumes, nothing else."""
+    e = Engine()
+    out: list[object] = []
+
+    def status(halted: bool, reason: str = "", venue: str = "v") -> TradingStatusChange:
+        return TradingStatusChange(venue, "S", halted, reason, 1, 1)
+
+    e.apply_batch([status(False), status(True, "news"), status(True, "news"), status(True, "vol"),
+                   status(False, venue="w"), status(False)], out)
+    assert e.take_status_changes() == [status(True, "news"), status(True, "vol"), status(False)]
+    assert e.take_status_changes() == []
