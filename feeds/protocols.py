@@ -17,6 +17,15 @@ class DeadLetter(NamedTuple):
     ts_recv: int
 
 
+MAX_REASON_CODE_CHARS = 64
+
+
+def reason_code(reason: str) -> str:
+    """A dead letter's reason code: its reason up to the first colon (Kafka's reasons start with one of
+    its codes), at most 64 characters; 'unknown' if empty. Feeds count by it and storage keeps it."""
+    return reason.partition(":")[0].strip()[:MAX_REASON_CODE_CHARS] or "unknown"
+
+
 class DeadLetterSink(Protocol):
     """Where parsers put what they could not parse (a list works: it has ``append``)."""
 

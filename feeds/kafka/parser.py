@@ -32,6 +32,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 from marketdata.v1 import book_pb2, engine_event_pb2
 
+from feeds import protocols
 from feeds.protocols import DeadLetter
 from server.engine.book import book_hash, book_hash_text
 from server.engine.events import (
@@ -158,8 +159,8 @@ class _RecordError(ValueError):
 
 
 def reason_code(dead: DeadLetter) -> str:
-    """The code (one of ``REASONS``) a dead letter's reason starts with."""
-    return dead.reason.partition(":")[0]
+    """The code (one of ``REASONS``) a dead letter's reason starts with (``feeds.protocols.reason_code``)."""
+    return protocols.reason_code(dead.reason)
 
 
 def engine_event(item: BookHash | InstrumentStatus) -> BookCheck | TradingStatusChange:

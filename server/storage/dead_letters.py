@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple
 
-from feeds.protocols import DeadLetter, DeadLetterSink, ForwardsDeadLetters
+from feeds.protocols import MAX_REASON_CODE_CHARS, DeadLetter, DeadLetterSink, ForwardsDeadLetters, reason_code
 
 log = logging.getLogger("mds.dead_letters")
 
 MAX_RAW_BYTES: Final = 64 * 1024
 """Raw input kept per letter (UTF-8 bytes); ``raw_length`` says how long it was."""
 MAX_REASON_CHARS: Final = 4096
-MAX_CODE_CHARS: Final = 64
+MAX_CODE_CHARS: Final = MAX_REASON_CODE_CHARS
 
 _LOCATION = re.compile(r"([^\s\[\]]{1,512}\[\d{1,10}\]@\d{1,20})(?:\s|$)")
 """A raw text that starts with Kafka coordinates (``feeds.kafka.parser``): ``topic[partition]@offset``."""
@@ -50,11 +50,6 @@ class DeadLetterRecord(NamedTuple):
     """ns: the receive time the parser gave (0 if none)."""
     seq: int
     """Recording order within one run; (feed, ts_recv, seq) is the record's identity."""
-
-
-def reason_code(reason: str) -> str:
-    """The reason up to its first colon, as the feeds count them (Kafka: its code); 'unknown' if empty."""
-    return reason.partition(":")[0].strip()[:MAX_CODE_CHARS] or "unknown"
 
 
 def location_of(letter: DeadLetter) -> str:
@@ -178,7 +173,7 @@ class DeadLetterRecorder:
             self._recent.append(rec)
             wake = None
             if self._wake is not None:
-                size = len(rec.raw) + len(rec.reason)
+                size = len(rec.raw.encode()) + len(rec.reason.encode())  # bytes, as the bound says
                 if len(self._pending) >= self._max_pending or self._pending_bytes + size > self._max_pending_bytes:
                     self.unstored += 1
                     if self.unstored == 1 or self.unstored % 10_000 == 0:

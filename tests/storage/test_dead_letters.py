@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.file_feed import DeadLetterLog
-from feeds.protocols import DeadLetter
+from feeds.protocols import DeadLetter, reason_code
 from server.engine.events import TradingStatusChange
 from server.storage import EmbeddedStore
 from server.storage.dead_letters import (
@@ -18,7 +18,6 @@ from server.storage.dead_letters import (
     DeadLetterRecord,
     DeadLetterRecorder,
     location_of,
-    reason_code,
     to_record,
 )
 
