@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,46 @@ def test_a_failed_barrier_under_an_at_least_once_feed_stops_the_service() -> Non
 
     failure = asyncio.run(run())
     assert isinstance(failure, StorageFailedError) and "storage write failed" in str(failure)
+
+
+class _CountingWriter:
+    """Storage that counts its writes (each takes 1 ms)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write_batch(self, records: list[object]) -> int:
+        self.writes += 1
+        time.sleep(0.001)
+        return len(records)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_barriers_force_at_most_one_write_per_gap() -> None:
+    """A feed sending a batch and a barrier every 5 ms must not turn into a write every 5 ms: barriers that
+    arrive within ``barrier_gap_s`` (100 ms) of a forced write wait and share the next one."""
+    writer = _CountingWriter()
+
+    async def run() -> tuple[int, float]:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            started = time.monotonic()
+            waits = []
+            for k in range(100):
+                await runtime.put(_trades(k * 10, 10))
+                waits.append(asyncio.ensure_future(runtime.barrier()))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*waits)
+            return writer.writes, time.monotonic() - started
+        finally:
+            await runtime.stop(1.0)
+
+    writes, seconds = asyncio.run(run())
+    assert writes <= seconds / 0.1 + 2, (writes, seconds)  # one per gap, plus the first and the last
+    assert writes < 50
