@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
+from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
 from server.engine.events import NO_SEQUENCE, BookDelta, BookReset, BookSnapshot, Event, Level
+from tests.feeds.ccxt.venues import VenueServer
 
 T = TypeVar("T")
 
@@ -83,3 +86,29 @@ def run(make: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     async def bounded() -> T:
         return await asyncio.wait_for(make(), timeout)
     return asyncio.run(bounded())
+
+
+async def replay_to_feed(venue: VenueServer, spec: Callable[[str], str], expected: Books,
+                         symbols: Iterable[str], depth: int) -> tuple[CcxtFeed, list[Event]]:
+    """Start ``venue``, run a ``CcxtFeed`` (``spec(venue.base)``) against it until the venue has replayed its
+    capture and the feed's top ``depth`` books of ``symbols`` equal ``expected`` (or 5 s more), then stop
+    both."""
+    sink = ListSink()
+    await venue.start()
+    feed = CcxtFeed(CcxtFeedConfig.from_spec(spec(venue.base)))
+    task = asyncio.create_task(feed.run(sink))
+    try:
+        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
+
+        def books_match() -> bool:
+            books = Books().apply(sink.events)
+            return all(s in books.books and books.top(s, depth) == expected.top(s, depth) for s in symbols)
+
+        await wait_until(books_match, 5)
+        return feed, list(sink.events)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await venue.stop()
+

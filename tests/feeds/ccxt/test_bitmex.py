@@ -13,19 +13,17 @@ older ccxt is importable, e.g. ``pip install --target /tmp/ccxt478 --no-deps ccx
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import ccxt.pro  # type: ignore[import-untyped]
 import pytest
 
-from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
+from feeds.ccxt.feed import CcxtFeed
 from feeds.cryptofeed_capture.bitmex import BitmexParser
 from feeds.cryptofeed_capture.reader import read_lines
 from feeds.registry import VenueSymbols
 from server.engine.events import BookReset, BookSnapshot, ClockTick, Event, Trade
-from tests.feeds.ccxt.helpers import Books, ListSink, run, wait_until
+from tests.feeds.ccxt.helpers import Books, replay_to_feed, run
 from tests.feeds.ccxt.venues import CAPTURES, BitmexVenue
 
 pytestmark = [
@@ -49,26 +47,11 @@ def reference() -> list[Event]:
 
 
 async def replay(venue: BitmexVenue, expected: Books) -> tuple[CcxtFeed, list[Event]]:
-    sink = ListSink()
-    await venue.start()
-    feed = CcxtFeed(CcxtFeedConfig.from_spec(
-        f"ccxt:exchange=bitmex,symbols={'+'.join(IDS)},channels=book+trades,depth={DEPTH},"
-        f"url_base={venue.base},backoff=0.05,backoff_max=0.2"))
-    task = asyncio.create_task(feed.run(sink))
-    try:
-        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
+    def spec(base: str) -> str:
+        return (f"ccxt:exchange=bitmex,symbols={'+'.join(IDS)},channels=book+trades,depth={DEPTH},"
+                f"url_base={base},backoff=0.05,backoff_max=0.2")
 
-        def books_match() -> bool:
-            books = Books().apply(sink.events)
-            return all(s in books.books and books.top(s, DEPTH) == expected.top(s, DEPTH) for s in SYMBOLS)
-
-        await wait_until(books_match, 5)
-        return feed, list(sink.events)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await venue.stop()
+    return await replay_to_feed(venue, spec, expected, SYMBOLS, DEPTH)
 
 
 def trade_keys(events: list[Event]) -> list[tuple[str, str, int, int, int, int]]:

@@ -9,17 +9,15 @@ reconnects, and the venue's fresh snapshot makes the books right again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import pytest
 
-from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
+from feeds.ccxt.feed import CcxtFeed
 from feeds.cryptofeed_capture.common import iso_to_ns
 from server.engine.events import BookDelta, BookReset, BookSnapshot, ClockTick, Event, Side, Trade
 from server.engine.numbers import parse_fixed
-from tests.feeds.ccxt.helpers import Books, ListSink, run, wait_until
+from tests.feeds.ccxt.helpers import Books, replay_to_feed, run
 from tests.feeds.ccxt.venues import V3_CAPTURES, CoinbaseVenue, v3_records
 
 SYMBOLS = ("BTC/USD", "ETH/USD")
@@ -70,26 +68,11 @@ def reference() -> tuple[Books, list[TradeKey]]:
 
 
 async def replay(venue: CoinbaseVenue, expected: Books) -> tuple[CcxtFeed, list[Event]]:
-    sink = ListSink()
-    await venue.start()
-    feed = CcxtFeed(CcxtFeedConfig.from_spec(
-        f"ccxt:exchange=coinbase,symbols={'+'.join(SYMBOLS)},channels=book+trades,depth={DEPTH},"
-        f"url_base={venue.base},backoff=0.05,backoff_max=0.2"))
-    task = asyncio.create_task(feed.run(sink))
-    try:
-        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
+    def spec(base: str) -> str:
+        return (f"ccxt:exchange=coinbase,symbols={'+'.join(SYMBOLS)},channels=book+trades,depth={DEPTH},"
+                f"url_base={base},backoff=0.05,backoff_max=0.2")
 
-        def books_match() -> bool:
-            books = Books().apply(sink.events)
-            return all(s in books.books and books.top(s, DEPTH) == expected.top(s, DEPTH) for s in SYMBOLS)
-
-        await wait_until(books_match, 5)
-        return feed, list(sink.events)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await venue.stop()
+    return await replay_to_feed(venue, spec, expected, SYMBOLS, DEPTH)
 
 
 def trade_keys(events: list[Event]) -> list[TradeKey]:

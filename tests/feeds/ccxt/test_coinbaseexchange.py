@@ -9,19 +9,17 @@ trades its trades (times at ccxt's millisecond precision) but for the ``last_mat
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 
 import pytest
 
-from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
+from feeds.ccxt.feed import CcxtFeed
 from feeds.cryptofeed_capture.coinbase import CoinbaseParser
 from feeds.cryptofeed_capture.reader import read_lines
 from feeds.registry import VenueSymbols
 from server.engine.events import ClockTick, Event, Trade
-from tests.feeds.ccxt.helpers import Books, ListSink, run, wait_until
+from tests.feeds.ccxt.helpers import Books, replay_to_feed, run
 from tests.feeds.ccxt.venues import CAPTURES, CoinbaseExchangeVenue
 
 pytestmark = pytest.mark.usefixtures("captures")
@@ -53,26 +51,11 @@ def trade_keys(events: list[Event]) -> list[tuple[str, str, int, int, int, int]]
 
 
 async def replay(venue: CoinbaseExchangeVenue, expected: Books) -> tuple[CcxtFeed, list[Event]]:
-    sink = ListSink()
-    await venue.start()
-    feed = CcxtFeed(CcxtFeedConfig.from_spec(
-        f"ccxt:exchange=coinbaseexchange,symbols={'+'.join(IDS)},channels=book+trades,depth={DEPTH},"
-        f"url_base={venue.base}"))
-    task = asyncio.create_task(feed.run(sink))
-    try:
-        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
+    def spec(base: str) -> str:
+        return (f"ccxt:exchange=coinbaseexchange,symbols={'+'.join(IDS)},channels=book+trades,depth={DEPTH},"
+                f"url_base={base}")
 
-        def books_match() -> bool:
-            books = Books().apply(sink.events)
-            return all(s in books.books and books.top(s, DEPTH) == expected.top(s, DEPTH) for s in SYMBOLS)
-
-        await wait_until(books_match, 5)
-        return feed, list(sink.events)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await venue.stop()
+    return await replay_to_feed(venue, spec, expected, SYMBOLS, DEPTH)
 
 
 def test_books_and_trades_match_the_capture() -> None:
