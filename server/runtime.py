@@ -3,7 +3,10 @@
 One asyncio task owns the engine; feeds and the clock only enqueue batches, so the engine is never
 touched concurrently and gRPC handlers (same event loop) read it without locks. Storage writes run on a
 thread of their own behind a bounded queue: when storage falls behind, the engine loop waits, the
-ingest queue fills and feeds wait; nothing accepted is dropped.
+ingest queue fills and feeds wait; nothing accepted is dropped. With a ``PreparingWriter`` (the embedded
+store), the engine task itself encodes the records in steps of ``PREPARE_RECORDS`` once the streams had
+their turn, and the thread only inserts: Python work on that thread would make the event loop wait for
+the GIL.
 
 With source policies (``server.engine.sources``), each applied batch's updates go through the
 ``SourceRouter``, and the composite-venue events it derives are applied right after, in the same round;
@@ -24,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from feeds.protocols import Feed
 from server.engine.engine import Engine
@@ -47,6 +50,31 @@ class BatchWriter(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Prepared(Protocol):
+    """Records a ``PreparingWriter`` encoded ahead of their write."""
+
+    @property
+    def rows(self) -> int: ...
+
+
+@runtime_checkable
+class PreparingWriter(Protocol):
+    """A ``BatchWriter`` that can encode records as they arrive and write many such pieces at once: the
+    storage thread then holds the GIL in short steps, not for one long encoding per bulk write."""
+
+    def prepare(self, records: list[object]) -> Prepared: ...
+
+    def write_prepared(self, prepared: list[Prepared]) -> int: ...
+
+
+PREPARE_RECORDS = 512
+"""With a ``PreparingWriter``, the engine task encodes records for storage this many at a time, right after
+the streams had their turn. Encoding on the storage thread instead would make the event loop wait for the
+GIL whenever that thread runs Python, and on a busy box the hand-over of the GIL costs milliseconds."""
+PREPARE_WAIT_S = 0.05
+"""Records wait at most about this long (plus a round) before they are encoded, however few they are."""
 
 
 class StorageFailedError(RuntimeError):
@@ -90,7 +118,7 @@ class _StorageThread:
     """Least time between the starts of two writes forced by barriers."""
 
     def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 50_000,
-                 flush_interval_s: float = 0.25, drain: Callable[[], Sequence[object]] | None = None) -> None:
+                 flush_interval_s: float = 1.0, drain: Callable[[], Sequence[object]] | None = None) -> None:
         self.writer = writer
         self.drain = drain
         """Records queued outside ``queue`` (dead letters), taken on every turn of the thread."""
@@ -102,22 +130,54 @@ class _StorageThread:
         self.thread = threading.Thread(target=self._run, name="mds-storage", daemon=True)
         self.thread.start()
 
-    def _write(self, pending: list[object]) -> None:
+    def _write(self, pending: list[Any], raw: list[object], rows: int) -> None:
+        writer = self.writer
         try:
-            self.written += self.writer.write_batch(pending)
+            if isinstance(writer, PreparingWriter):
+                self._prepare(pending, raw)
+                self.written += writer.write_prepared(pending)
+            else:
+                self.written += writer.write_batch(raw)
         except Exception:  # keep the service up; the error is logged and counted
             self.errors += 1
-            log.exception("storage write of %d records failed", len(pending))
+            log.exception("storage write of %d records failed", rows)
+
+    def _prepare(self, pending: list[Any], raw: list[object]) -> None:
+        """Encode the records in ``raw`` into a piece of ``pending`` (a ``PreparingWriter``); empties raw."""
+        if not raw:
+            return
+        assert isinstance(self.writer, PreparingWriter)
+        try:
+            piece = self.writer.prepare(raw)
+        except Exception:  # a value that cannot be stored: these records are lost, the rest goes on
+            self.errors += 1
+            log.exception("storage could not encode %d records", len(raw))
+        else:
+            if piece.rows:
+                pending.append(piece)
+        raw.clear()
+
+    def _add(self, pending: list[Any], raw: list[object], item: Sequence[object] | Prepared) -> int:
+        """Take records (or a piece prepared by the runtime) for the next write; returns how many."""
+        if not isinstance(item, Sequence):
+            pending.append(item)
+            return item.rows
+        raw.extend(item)
+        if isinstance(self.writer, PreparingWriter):  # records the runtime did not prepare (dead letters)
+            self._prepare(pending, raw)
+        return len(item)
 
     def _run(self) -> None:
-        pending: list[object] = []
+        pending: list[Any] = []  # prepared pieces (with a PreparingWriter)
+        raw: list[object] = []  # records not prepared yet
+        rows = 0  # records taken since the last write
         held: list[_Barrier] = []  # released once everything before them is written
         first_at = 0.0
         last_forced = -self.barrier_gap_s  # start of the last write a barrier forced
         reported = 0  # self.errors when barriers were last released
         stopping = False
         while not stopping:
-            due = [first_at + self.flush_interval_s] if pending else []
+            due = [first_at + self.flush_interval_s] if rows else []
             if held:
                 due.append(last_forced + self.barrier_gap_s)
             timeout = max(0.0, min(due) - time.monotonic()) if due else None
@@ -130,29 +190,31 @@ class _StorageThread:
                     held.append(item)
                 elif item is self._STOP:
                     stopping = True
-                elif isinstance(item, list):
-                    if not pending:
+                elif item is not None and item is not self._WAKE:  # records, or a prepared piece
+                    if not rows:
                         first_at = time.monotonic()
-                    pending.extend(item)
-                if stopping or not held or len(pending) >= self.max_records:
+                    rows += self._add(pending, raw, item)  # type: ignore[arg-type]
+                if stopping or not held or rows >= self.max_records:
                     break
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     break
             if self.drain is not None and (extra := self.drain()):
-                if not pending:
+                if not rows:
                     first_at = time.monotonic()
-                pending.extend(extra)
+                rows += self._add(pending, raw, extra)
             now = time.monotonic()
             forced = bool(held) and now - last_forced >= self.barrier_gap_s
-            if pending and (stopping or forced or len(pending) >= self.max_records
-                            or now - first_at >= self.flush_interval_s):
+            if rows and (stopping or forced or rows >= self.max_records
+                         or now - first_at >= self.flush_interval_s):
                 if forced:
                     last_forced = now
-                self._write(pending)
+                self._write(pending, raw, rows)
                 pending = []
-            if held and not pending:
+                raw = []
+                rows = 0
+            if held and not rows:
                 error = StorageFailedError("storage write failed; see the log") if self.errors != reported else None
                 reported = self.errors
                 for barrier in held:
@@ -168,7 +230,7 @@ class _StorageThread:
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(self._WAKE)
 
-    async def submit(self, records: list[object] | _Barrier) -> None:
+    async def submit(self, records: list[object] | Prepared | _Barrier) -> None:
         try:
             self.queue.put_nowait(records)
         except queue.Full:
@@ -226,6 +288,10 @@ class Runtime:
         """Every feed's dead letters (kept in memory; stored when there is storage)."""
         self.dead_letters.attach(feeds)
         self._storage = _StorageThread(storage, drain=self.dead_letters.drain) if storage is not None else None
+        self._preparing = storage if isinstance(storage, PreparingWriter) else None
+        self._unprepared: list[object] = []
+        """Records for a ``PreparingWriter`` not encoded yet (the engine task encodes them in steps)."""
+        self._unprepared_since = 0.0
         if self._storage is not None:
             self.dead_letters.persist(self._storage.wake)
         self._feed_tasks: list[asyncio.Task[None]] = []
@@ -292,6 +358,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._engine_task
         if self._storage is not None:
+            await self._submit_unprepared()
             await self._storage.stop()
 
     async def _run_feed(self, feed: Feed) -> None:
@@ -352,12 +419,19 @@ class Runtime:
                         listener(out)
                 if self._storage is not None:
                     status = self.engine.take_status_changes()
-                    if status:
+                    if self._preparing is not None:
+                        if out or status:
+                            if not self._unprepared:
+                                self._unprepared_since = time.monotonic()
+                            self._unprepared += out
+                            self._unprepared += status
+                    elif status:
                         await self._storage.submit([*out, *status])
                     elif out:
                         await self._storage.submit(out)
                 if barrier is not None:
                     if self._storage is not None:
+                        await self._submit_unprepared()
                         await self._storage.submit(barrier)
                     else:
                         barrier.release()
@@ -371,6 +445,26 @@ class Runtime:
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
             await asyncio.sleep(0)
+            # Encode for storage after the streams had their turn, in steps of PREPARE_RECORDS.
+            unprepared = self._unprepared
+            if unprepared and (len(unprepared) >= PREPARE_RECORDS
+                               or time.monotonic() - self._unprepared_since >= PREPARE_WAIT_S):
+                await self._submit_unprepared()
+
+    async def _submit_unprepared(self) -> None:
+        """Encode the records waiting for storage and hand them to the storage thread as one piece."""
+        records = self._unprepared
+        if not records or self._storage is None or self._preparing is None:
+            return
+        self._unprepared = []
+        try:
+            piece = self._preparing.prepare(records)
+        except Exception:  # a value that cannot be stored: these records are lost; the next barrier fails
+            self._storage.errors += 1
+            log.exception("storage could not encode %d records", len(records))
+            return
+        if piece.rows:
+            await self._storage.submit(piece)
 
     def _apply_routed(self, batch: list[Event], out: list[object]) -> None:
         """Apply a batch, let the router read what the engine emitted, then apply the composite events."""

@@ -17,6 +17,7 @@ Spec grammar::
     spikes   := PROB                         probability that a trade is accompanied by a 10x bad print
     dups     := PROB                         probability that a trade is delivered twice
     stale    := VENUE ":" DURATION [ "@" DURATION ]   venue silent for DURATION, from START (default 5s)
+    tick     := DURATION                     how often the feed delivers a batch in real time (default 2ms)
     DURATION := INT [ "ns" | "us" | "ms" | "s" | "m" ]   (no unit: nanoseconds)
     PROB     := a decimal number in [0, 1]
 
@@ -36,6 +37,8 @@ from server.engine.numbers import SCALE, SCALE_DIGITS, parse_fixed
 SECOND_NS: Final = 1_000_000_000
 MAX_EVENTS_PER_SECOND: Final = 10_000_000
 MAX_BOOK_DEPTH: Final = 500
+DEFAULT_TICK_NS: Final = 2_000_000
+MIN_TICK_NS: Final = 100_000
 SYMBOL_STYLES: Final = ("canonical", "dash", "concat")
 """How a venue writes a symbol: ``BTC/USD`` as is, as ``BTC-USD`` or as ``BTCUSD``."""
 
@@ -231,6 +234,9 @@ class SimulatorConfig:
     stale_venue: StaleVenue | None = None
     spike_warmup_trades: int = 32
     """Trades a (venue, symbol) must have printed before a spike is injected (consumers need a reference)."""
+    tick_ns: int = DEFAULT_TICK_NS
+    """Real-time pacing (``SimulatorFeed``): one batch of the events due every ``tick_ns``. Every event of a
+    batch waits for the batch to be applied, so a shorter tick lowers latency and costs more per event."""
     _listings: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), init=False, repr=False,
                                                               compare=False)
 
@@ -248,6 +254,8 @@ class SimulatorConfig:
                 raise ValueError(f"{name} must be a number within [0, 1], not {p!r}")
         if self.trade_probability >= 1.0:
             raise ValueError("trade_probability must be < 1 (books need deltas)")
+        if not isinstance(self.tick_ns, int) or not MIN_TICK_NS <= self.tick_ns <= SECOND_NS:
+            raise ValueError(f"tick_ns must be an int within {MIN_TICK_NS}..{SECOND_NS} (100us..1s)")
         if self.spike_warmup_trades < 0:
             raise ValueError("spike_warmup_trades must be >= 0")
         if not self.symbols:
@@ -332,7 +340,7 @@ def _parse_stale(text: str) -> StaleVenue:
     return StaleVenue(venue=venue, duration_ns=parse_duration(duration))
 
 
-_KEYS: Final = ("seed", "rate", "depth", "symbols", "venues", "gaps", "spikes", "dups", "stale")
+_KEYS: Final = ("seed", "rate", "depth", "symbols", "venues", "gaps", "spikes", "dups", "stale", "tick")
 
 
 def from_spec(text: str) -> SimulatorConfig:
@@ -362,6 +370,7 @@ def from_spec(text: str) -> SimulatorConfig:
     spikes = _parse_prob("spikes", options["spikes"]) if "spikes" in options else base.spike_probability
     dups = _parse_prob("dups", options["dups"]) if "dups" in options else base.duplicate_probability
     stale = _parse_stale(options["stale"]) if "stale" in options else None
+    tick = parse_duration(options["tick"]) if "tick" in options else base.tick_ns
     venues = DEFAULT_VENUES
     if "venues" in options:
         by_name = {v.name: v for v in DEFAULT_VENUES}
@@ -384,4 +393,4 @@ def from_spec(text: str) -> SimulatorConfig:
             raise ValueError("sim spec: the chosen venues list none of the default symbols")
     return SimulatorConfig(seed=seed, symbols=symbols, venues=venues, events_per_second=rate,
                            book_depth=depth, gap_probability=gaps, spike_probability=spikes,
-                           duplicate_probability=dups, stale_venue=stale)
+                           duplicate_probability=dups, stale_venue=stale, tick_ns=tick)

@@ -1,9 +1,10 @@
 """``SimulatorFeed``: runs the market model in real time and delivers its events to a sink in batches.
 
-Every ``tick_seconds`` (10 ms by default) the feed reads the event loop's monotonic clock, works out how
-many events are due at the configured rate since it started, asks the model for exactly those and awaits
-``sink.put(batch)``: one batch per tick, never a task per event. Event times are wall-clock ns derived
-from the loop clock (``time.time_ns()`` at start plus monotonic elapsed), so they never go backwards.
+Every tick (``SimulatorConfig.tick_ns``, 2 ms by default) the feed reads the event loop's monotonic clock,
+works out how many events are due at the configured rate since it started, asks the model for exactly
+those and awaits ``sink.put(batch)``: one batch per tick, never a task per event. A batch's events carry
+the wall clock (``time.time_ns()``) at the moment they are generated, held non-decreasing, so event-to-client
+latency measured against them is the service's own.
 The initial snapshots go out first, in their own batch, before any paced event; ``warm`` turns True once
 that batch was accepted by the sink.
 
@@ -30,13 +31,15 @@ class SimulatorFeed:
     """The simulator as a ``feeds.protocols.Feed``."""
 
     def __init__(self, config: SimulatorConfig | None = None, *, name: str = "simulator",
-                 tick_seconds: float = 0.01, max_lag_seconds: float = 1.0) -> None:
+                 tick_seconds: float | None = None, max_lag_seconds: float = 1.0) -> None:
+        self.config = config if config is not None else SimulatorConfig()
+        if tick_seconds is None:
+            tick_seconds = self.config.tick_ns / _NS_PER_S
         if not 0.0 < tick_seconds <= 1.0:
             raise ValueError("tick_seconds must be within (0, 1]")
         if max_lag_seconds < tick_seconds:
             raise ValueError("max_lag_seconds must be >= tick_seconds")
         self.name = name
-        self.config = config if config is not None else SimulatorConfig()
         self.model = MarketSimulator(self.config)
         self.tick_seconds = tick_seconds
         self.max_lag_seconds = max_lag_seconds
@@ -59,11 +62,13 @@ class SimulatorFeed:
         rate = self.config.events_per_second
         model = self.model
         start = loop.time()
-        wall0 = time.time_ns()
         max_lag = int(self.max_lag_seconds * rate)
+        last_ns = 0
 
         def now_ns() -> int:
-            return wall0 + int((loop.time() - start) * _NS_PER_S)
+            nonlocal last_ns
+            last_ns = max(time.time_ns(), last_ns)
+            return last_ns
 
         if model.pending_snapshots:
             await self._deliver(sink, model.step(now_ns(), model.pending_snapshots))
@@ -87,7 +92,7 @@ class SimulatorFeed:
                 due = max_lag
             if due <= 0:
                 continue
-            batch = model.step(wall0 + int(elapsed * _NS_PER_S), due)
+            batch = model.step(now_ns(), due)
             done += due
             await self._deliver(sink, batch)
             if not self._warm:

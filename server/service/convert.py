@@ -1085,13 +1085,22 @@ def update_pb(record: object, sequence: int = 0) -> market_data_service_pb2.Mark
     return u
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_VARINTS: Final[tuple[bytes, ...]] = tuple(_varint_slow(i) for i in range(1 << 14))
+"""The encodings of 0 .. 16383 (one or two bytes): every item length and most sequences on the hot path."""
+
+
+def _varint(value: int) -> bytes:
+    """The base-128 varint encoding of a non-negative ``value``."""
+    return _VARINTS[value] if value < 16384 else _varint_slow(value)
 
 
 def field_bytes(field_number: int, payload: bytes) -> bytes:
@@ -1126,14 +1135,32 @@ def batch_item(payload: bytes) -> bytes:
     join (``batch_from_items``): about 1 us per 100 items against about 40 us for ``batch_bytes`` and
     70 us for building and serializing the batch message.
     """
-    return b"\x12" + _varint(len(payload)) + payload
+    n = len(payload)
+    return b"\x12" + (_VARINTS[n] if n < 16384 else _varint_slow(n)) + payload
+
+
+def update_item(field_number: int, payload: bytes) -> bytes:
+    """``batch_item(field_bytes(field_number, payload))`` in one step: a MarketDataUpdate holding
+    ``payload`` as its field ``field_number`` (1..15), framed as field 2 of a batch message."""
+    n = len(payload)
+    if n < 126 and field_number < 16:
+        return bytes((0x12, n + 2, field_number << 3 | 2, n)) + payload
+    return batch_item(field_bytes(field_number, payload))
 
 
 def batch_from_items(sequence: int, items: list[bytes] | tuple[bytes, ...]) -> bytes:
     """A serialized batch message (see ``batch_bytes``) from items already framed by ``batch_item``."""
     if sequence:
-        return b"\x08" + _varint(sequence) + b"".join(items)
+        return b"".join((b"\x08", _varint(sequence), *items))
     return b"".join(items)
+
+
+def subscribe_batch(sequence: int, items: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """``field_bytes(3, batch_from_items(sequence, items))``, a SubscribeResponse carrying that batch,
+    joined once instead of copied twice."""
+    head = b"\x08" + _varint(sequence) if sequence else b""
+    size = len(head) + sum(map(len, items))
+    return b"".join((b"\x1a", _varint(size), head, *items))
 
 
 # ---------------------------------------------------------------------------------------------- feeds

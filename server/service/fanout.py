@@ -64,7 +64,7 @@ class Encoded:
     def update(self) -> bytes:
         """Field 2 of a MarketDataBatch: the item wrapped in a MarketDataUpdate."""
         if self._update is None:
-            self._update = convert.batch_item(convert.field_bytes(self.field, self.inner))
+            self._update = convert.update_item(self.field, self.inner)
         return self._update
 
 
@@ -324,12 +324,27 @@ class Subscriber:
                     self.seen = group.version
             if items:
                 self.sequence += 1
-                batch = convert.batch_from_items(self.sequence, items)
-                return convert.field_bytes(3, batch) if self.multiplexed else batch
+                if self.multiplexed:
+                    return convert.subscribe_batch(self.sequence, items)
+                return convert.batch_from_items(self.sequence, items)
             if self.closed:
                 raise HubClosedError("the server is shutting down; reconnect to another instance or retry")
             self.wake.clear()
             await self.wake.wait()
+
+
+def _encode_latest(u: object) -> Encoded:
+    """A conflating update (NBBO, candle, index, mark, funding), serialized once."""
+    kind = type(u)
+    if kind is Nbbo:
+        return Encoded(convert.nbbo_pb(u).SerializeToString(), NBBO)  # type: ignore[arg-type]
+    if kind is Candle:
+        return Encoded(convert.candle_pb(u).SerializeToString(), CANDLE)  # type: ignore[arg-type]
+    if kind is IndexPrice:
+        return Encoded(convert.index_price_pb(u).SerializeToString(), INDEX)  # type: ignore[arg-type]
+    if kind is MarkPrice:
+        return Encoded(convert.mark_price_pb(u).SerializeToString(), MARK)  # type: ignore[arg-type]
+    return Encoded(convert.funding_rate_pb(u).SerializeToString(), FUNDING)  # type: ignore[arg-type]
 
 
 class Hub:
@@ -429,7 +444,9 @@ class Hub:
         subs = self.subscribers
         seqs = self.book_sequence
         batched: dict[Topic, list[Encoded]] = {}
-        touched: set[_Group] = set()
+        latest: dict[Hashable, tuple[object, set[_Group]]] = {}
+        """Conflating updates by key: only the last one of the batch is encoded (no reader can see the
+        others, as none reads during the batch)."""
         for u in updates:
             kind = type(u)
             if kind is BookDelta or kind is BookSnapshot or kind is Quote:
@@ -459,18 +476,16 @@ class Hub:
                 n: Nbbo = u  # type: ignore[assignment]
                 targets = subs.get(("nbbo", n.symbol))
                 if targets:
-                    enc = Encoded(convert.nbbo_pb(n).SerializeToString(), NBBO)
-                    for g in targets:
-                        g.push_latest(("nbbo", n.symbol), enc, wake=False)
-                    touched.update(targets)
+                    latest_key: Hashable = ("nbbo", n.symbol)
+                    latest.pop(latest_key, None)  # re-insert: keep the order of the last values
+                    latest[latest_key] = (u, targets)
             elif kind is Candle:
                 c: Candle = u  # type: ignore[assignment]
                 targets = subs.get(("candles", c.venue, c.symbol, str(int(c.interval))))
                 if targets:
-                    enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
-                    for g in targets:
-                        g.push_latest(("candle", c.venue, c.symbol, int(c.interval), c.open_time), enc, wake=False)
-                    touched.update(targets)
+                    latest_key = ("candle", c.venue, c.symbol, int(c.interval), c.open_time)
+                    latest.pop(latest_key, None)
+                    latest[latest_key] = (u, targets)
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
                 targets = subs.get(("book", change.venue, change.symbol))
@@ -484,7 +499,12 @@ class Hub:
                         batched.setdefault(("book", change.venue, change.symbol), []).append(
                             Encoded(gap.SerializeToString(), BOOK))
             elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
-                self._pricing(u, subs, touched)
+                ptopic: Topic = ("index" if kind is IndexPrice else "mark" if kind is MarkPrice else "funding",
+                                 u.symbol)  # type: ignore[attr-defined]
+                targets = subs.get(ptopic)
+                if targets:
+                    latest.pop(ptopic, None)
+                    latest[ptopic] = (u, targets)
             elif kind is AlertTrigger:
                 trig: AlertTrigger = u  # type: ignore[assignment]
                 topic = ("alerts", trig.alert.symbol)
@@ -500,6 +520,12 @@ class Hub:
                     for topic in (one, anyv):
                         if topic in subs:
                             batched.setdefault(topic, []).append(enc)
+        touched: set[_Group] = set()
+        for conflation_key, (u, targets) in latest.items():
+            enc = _encode_latest(u)
+            for g in targets:
+                g.push_latest(conflation_key, enc, wake=False)
+            touched.update(targets)
         # One part per (topic, framing), one log entry per group: the cost is per group, not per subscriber.
         per_group: dict[_Group, list[Part]] = {}
         stream_parts: dict[Topic, list[Part]] = {}
@@ -530,26 +556,6 @@ class Hub:
             if group not in per_group:
                 for sub in group.members:
                     sub.wake.set()
-
-    def _pricing(self, u: object, subs: dict[Topic, set[_Group]], touched: set[_Group]) -> None:
-        if isinstance(u, IndexPrice):
-            topic: Topic = ("index", u.symbol)
-            targets = subs.get(topic)
-            enc = Encoded(convert.index_price_pb(u).SerializeToString(), INDEX) if targets else None
-        elif isinstance(u, MarkPrice):
-            topic = ("mark", u.symbol)
-            targets = subs.get(topic)
-            enc = Encoded(convert.mark_price_pb(u).SerializeToString(), MARK) if targets else None
-        elif isinstance(u, FundingRate):
-            topic = ("funding", u.symbol)
-            targets = subs.get(topic)
-            enc = Encoded(convert.funding_rate_pb(u).SerializeToString(), FUNDING) if targets else None
-        else:
-            return
-        if targets and enc is not None:
-            for g in targets:
-                g.push_latest(topic, enc, wake=False)
-            touched.update(targets)
 
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 

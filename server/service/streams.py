@@ -381,8 +381,7 @@ class _Multiplexed:
                 self._status(item, status, message)
                 if first:
                     self.sub.sequence += 1
-                    batch = convert.batch_from_items(self.sub.sequence, [e.update() for e in first])
-                    self.sub.control.append(convert.field_bytes(3, batch))
+                    self.sub.control.append(convert.subscribe_batch(self.sub.sequence, [e.update() for e in first]))
         elif action == "unsubscribe":
             for item in request.unsubscribe.items:
                 dropped = self.items.pop(item.SerializeToString(deterministic=True), None)

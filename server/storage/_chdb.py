@@ -15,6 +15,10 @@ from typing import Any, cast
 
 from chdb import session as _session
 
+INSERT_SETTINGS = "max_threads = 1, max_insert_threads = 1, os_thread_priority = 19"
+"""Bulk inserts are background work: on one thread, niced (the query's threads, the caller's included while
+it runs), so that they take CPU the event loop does not need instead of competing with it for a core."""
+
 ParamValue = str | int
 Params = dict[str, ParamValue]
 
@@ -60,8 +64,10 @@ class ChdbConnection:
         return cast("list[object]", table.column(0).to_pylist())
 
     def insert_arrow_stream(self, table: str, columns: tuple[str, ...], payload: bytes) -> int:
-        """``INSERT INTO table (columns)`` from one Arrow IPC stream; returns the rows written."""
-        sql = f"INSERT INTO {table} ({', '.join(columns)})"
+        """``INSERT INTO table (columns)`` from one Arrow IPC stream; returns the rows written.
+
+        Inserts run with ``INSERT_SETTINGS``: one thread, at a low OS priority."""
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS {INSERT_SETTINGS}"
         self._check_open()
         try:
             with self._session.send_insert(sql, "ArrowStream") as ins:

@@ -48,8 +48,9 @@ from server.storage.codec import (
     TableSpec,
     candle_row,
     decode,
-    encode,
     pricing_row,
+    record_batches,
+    stream,
     trading_status_row,
 )
 from server.storage.dead_letters import DeadLetterRecord
@@ -127,6 +128,16 @@ def _check_range(start_ns: int, end_ns: int, limit: int | None) -> None:
         raise ValueError(f"end_ns {end_ns} < start_ns {start_ns}")
 
 
+class PreparedRecords:
+    """Records encoded for insertion (``EmbeddedStore.prepare``): Arrow record batches per table."""
+
+    __slots__ = ("batches", "rows")
+
+    def __init__(self) -> None:
+        self.batches: dict[Kind, list[Any]] = {}
+        self.rows = 0
+
+
 class EmbeddedStore:
     """The ``Store`` on an in-process ClickHouse engine (chdb) in one data directory."""
 
@@ -185,28 +196,45 @@ class EmbeddedStore:
         Records of other types are skipped. Raises StorageError when a value does not fit its column or
         the engine fails; a failed batch may be retried as a whole (rows replace by identity).
         """
+        return self.write_prepared([self.prepare(records)])
+
+    def prepare(self, records: Sequence[object]) -> PreparedRecords:
+        """Encode the storable records now (Arrow record batches per table), to be written later by
+        ``write_prepared``. The service prepares each engine round as it arrives, so the encoding is spread
+        over small steps instead of one long hold of the GIL per bulk write. Raises StorageError when a
+        value does not fit its column."""
         groups: dict[Kind, list[Any]] = {}
         kinds = RECORD_KINDS
         for rec in records:
             kind = kinds.get(type(rec))
             if kind is not None:
                 groups.setdefault(kind, []).append(rec)
-        if not groups:
-            return 0
+        prepared = PreparedRecords()
+        for kind, recs in groups.items():
+            spec = SPECS[kind]
+            if kind in _DIRECT_KINDS:
+                rows = recs
+            elif kind is Kind.CANDLES:
+                rows = [candle_row(c, self._next_version()) for c in recs]
+            elif kind is Kind.TRADING_STATUS:
+                rows = [trading_status_row(t, self._next_version()) for t in recs]
+            else:
+                rows = [pricing_row(r) for r in recs]
+            prepared.batches[kind] = record_batches(spec, rows)
+            prepared.rows += len(rows)
+        return prepared
+
+    def write_prepared(self, prepared: Sequence[PreparedRecords]) -> int:
+        """Insert prepared records, one bulk insert per table for all of them; returns the rows written."""
+        tables: dict[Kind, list[Any]] = {}
+        for p in prepared:
+            for kind, batches in p.batches.items():
+                tables.setdefault(kind, []).extend(batches)
         written = 0
         with self._lock:
-            for kind, recs in groups.items():
+            for kind, batches in tables.items():
                 spec = SPECS[kind]
-                if kind in _DIRECT_KINDS:
-                    rows = recs
-                elif kind is Kind.CANDLES:
-                    rows = [candle_row(c, self._next_version()) for c in recs]
-                elif kind is Kind.TRADING_STATUS:
-                    rows = [trading_status_row(t, self._next_version()) for t in recs]
-                else:
-                    rows = [pricing_row(r) for r in recs]
-                payload = encode(spec, rows)
-                written += self._conn.insert_arrow_stream(spec.table, spec.columns, payload)
+                written += self._conn.insert_arrow_stream(spec.table, spec.columns, stream(spec, batches))
         return written
 
     def _next_version(self) -> int:

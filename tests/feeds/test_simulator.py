@@ -342,7 +342,8 @@ def test_feed_delivers_batches_at_the_rate_and_stops_on_cancel() -> None:
     paced = sum(len(b) for b in sink.batches[1:])
     expected = elapsed * 5_000
     assert 0.6 * expected <= paced <= 1.1 * expected + 60
-    assert 10 <= len(sink.batches) <= elapsed / 0.01 + 3  # one batch per 10 ms tick at most
+    tick_s = feed.config.tick_ns / 1e9  # 2 ms by default
+    assert 10 <= len(sink.batches) <= elapsed / tick_s + 3  # one batch per tick at most
     stamps = [e.ts_recv for b in sink.batches for e in b if not isinstance(e, ClockTick)]
     assert stamps == sorted(stamps)
     assert wall_before - 50_000_000 <= stamps[0] and stamps[-1] <= time.time_ns()
@@ -374,6 +375,9 @@ def test_from_spec_parses() -> None:
     assert from_spec("sim:stale=kraken:30s").stale_venue == StaleVenue(venue="kraken", duration_ns=30 * SCALE)
     assert parse_duration("1.5ms") == 1_500_000 and parse_duration("2m") == 120 * SCALE
     assert parse_duration("250us") == 250_000 and parse_duration("42") == 42
+    assert from_spec("sim").tick_ns == 2_000_000
+    assert from_spec("sim:tick=500us").tick_ns == 500_000
+    assert SimulatorFeed(from_spec("sim:tick=20ms")).tick_seconds == 0.02
 
 
 @pytest.mark.parametrize(("spec", "message"), [
@@ -395,6 +399,9 @@ def test_from_spec_parses() -> None:
     ("sim:venues=nyse", "unknown venues"),
     ("sim:venues=nasdaq,symbols=BTC/USD", "listed on no venue"),
     ("sim:stale=kraken", "VENUE:DURATION"),
+    ("sim:tick=50us", "tick_ns must be"),
+    ("sim:tick=2s", "tick_ns must be"),
+    ("sim:tick=soon", "not a duration"),
     ("sim:stale=kraken:soon", "not a duration"),
     ("sim:stale=kraken:0s", "duration must be > 0"),
     ("sim:stale=mtgox:5s", "not a venue"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from server import runtime as runtime_module
 from server.engine.engine import Engine
 from server.engine.events import Event, Side, Trade
 from server.runtime import Runtime, StorageFailedError
@@ -150,3 +151,99 @@ def test_barriers_force_at_most_one_write_per_gap() -> None:
     writes, seconds = asyncio.run(run())
     assert writes <= seconds / 0.1 + 2, (writes, seconds)  # one per gap, plus the first and the last
     assert writes < 50
+
+
+class _PreparingWriter:
+    """A ``PreparingWriter``: encodes each engine round as it arrives; a round holding trade id "bad"
+    cannot be encoded (a value its column cannot hold)."""
+
+    class Piece:
+        def __init__(self, records: list[object]) -> None:
+            self.records = records
+
+        @property
+        def rows(self) -> int:
+            return len(self.records)
+
+    def __init__(self) -> None:
+        self.prepared = 0
+        self.written: list[object] = []
+
+    def prepare(self, records: list[object]) -> _PreparingWriter.Piece:
+        if any(isinstance(r, Trade) and r.trade_id == "bad" for r in records):
+            raise ValueError("price does not fit Int64")
+        self.prepared += 1
+        return self.Piece([r for r in records if isinstance(r, Trade)])
+
+    def write_prepared(self, prepared: list[_PreparingWriter.Piece]) -> int:
+        rows = [r for p in prepared for r in p.records]
+        self.written.extend(rows)
+        return len(rows)
+
+    def write_batch(self, records: list[object]) -> int:
+        raise AssertionError("a preparing writer is written through write_prepared")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_preparing_writer_encodes_as_records_arrive_and_loses_only_what_it_cannot_encode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine task prepares records ``PREPARE_RECORDS`` at a time as they arrive and the storage thread
+    writes the pieces together; records that cannot be encoded are counted as a failed write (the next
+    barrier says so) and the others around them are still written. Here each round is prepared alone."""
+    monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 1)
+    writer = _PreparingWriter()
+    bad: list[Event] = [Trade("v", "S", "bad", 100 * S, S, Side.BUY, T0 + 500, T0 + 500)]
+
+    async def run() -> None:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            await runtime.put(_trades(0, 10))
+            await runtime.barrier()
+            for batch in (_trades(10, 10), bad, _trades(20, 10)):
+                await runtime.put(batch)
+                await asyncio.sleep(0.05)  # its own engine round (queued batches are applied together)
+            with pytest.raises(StorageFailedError):
+                await runtime.barrier()
+            await runtime.put(_trades(30, 10))
+            await runtime.barrier()  # no failure since the last barrier: it succeeds
+        finally:
+            await runtime.stop(1.0)
+
+    asyncio.run(run())
+    ids = sorted(int(t.trade_id) for t in writer.written if isinstance(t, Trade))
+    assert ids == list(range(40))
+    assert writer.prepared >= 3
+
+
+def test_a_preparing_writer_gets_records_in_steps_of_prepare_records() -> None:
+    writer = _PreparingWriter()
+    sizes: list[int] = []
+    prepare = writer.prepare
+
+    def recording(records: list[object]) -> _PreparingWriter.Piece:
+        sizes.append(len(records))
+        return prepare(records)
+
+    writer.prepare = recording  # type: ignore[method-assign]
+
+    async def run() -> None:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            for k in range(30):
+                await runtime.put(_trades(k * 50, 50))
+                await asyncio.sleep(0.002)
+            await runtime.barrier()
+        finally:
+            await runtime.stop(1.0)
+
+    asyncio.run(run())
+    step = runtime_module.PREPARE_RECORDS
+    assert len(writer.written) == 1500
+    assert len(sizes) >= 2 and all(n >= step for n in sizes[:-1])  # the last one: what the barrier wrote

@@ -624,6 +624,16 @@ def test_batch_bytes_equals_response_encoding(batch: list[Trade], sequence: int)
     assert subscribe.batch == expected
 
 
+@given(st.integers(1, 15), st.binary(max_size=300) | st.integers(100, 20_000).map(lambda n: b"x" * n),
+       st.lists(st.binary(max_size=200), max_size=4), st.integers(0, 2**64 - 1))
+def test_fast_framing_equals_the_general_one(field: int, payload: bytes, more: list[bytes], sequence: int) -> None:
+    """update_item and subscribe_batch (one join, table varints) frame exactly as field_bytes does."""
+    assert cv.update_item(field, payload) == cv.batch_item(cv.field_bytes(field, payload))
+    items = [cv.update_item(field, payload), *(cv.batch_item(m) for m in more)]
+    assert cv.subscribe_batch(sequence, items) == cv.field_bytes(3, cv.batch_from_items(sequence, items))
+    assert cv._varint(sequence) == cv._varint_slow(sequence)
+
+
 def test_batch_messages_share_the_layout() -> None:
     """batch_bytes relies on every batch message having sequence = 1 and its updates as field 2."""
     batches = [d for d in market_data_service_pb2.DESCRIPTOR.message_types_by_name.values()

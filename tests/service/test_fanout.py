@@ -9,6 +9,8 @@ from marketdata.v1 import market_data_service_pb2 as pb
 
 from server.engine.engine import Engine
 from server.engine.events import BookDelta, BookSnapshot, Side, Trade
+from server.engine.updates import Nbbo
+from server.service import convert
 from server.service.fanout import Hub, HubClosedError, Subscriber, SubscriberOverflowError
 
 
@@ -68,6 +70,27 @@ def test_nbbo_conflates_to_the_latest() -> None:
     assert sub.group is not None and len(sub.group.latest) == 1 and sub.group.conflations == 9
     message = pb.StreamNbboResponse.FromString(asyncio.run(sub.next_message()))
     assert [n.bid_size for n in message.nbbos] == [11]
+
+
+def test_within_one_batch_only_the_last_nbbo_per_symbol_is_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No reader can see a conflating value that the same engine batch replaces, so it is not encoded."""
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber(multiplexed=True)
+    hub.subscribe(sub, [("nbbo", "S"), ("book", "v", "S")])
+    encoded: list[int] = []
+    real = convert.nbbo_pb
+
+    def counting(n: Nbbo) -> object:
+        encoded.append(n.bid_size)
+        return real(n)
+
+    monkeypatch.setattr(convert, "nbbo_pb", counting)
+    _apply(engine, hub, *(BookDelta("v", "S", i, i, ((100, i),), (), i, i) for i in range(2, 12)))
+    assert encoded == [11]
+    message = pb.SubscribeResponse.FromString(asyncio.run(sub.next_message()))
+    kinds = [u.WhichOneof("update") for u in message.batch.updates]
+    assert kinds == ["book"] * 10 + ["nbbo"]  # every delta; the NBBO once, after them
+    assert message.batch.updates[-1].nbbo.bid_size == 11
 
 
 def test_a_lagging_book_subscriber_is_resynced_by_a_snapshot() -> None:
