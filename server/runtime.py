@@ -69,7 +69,7 @@ class PreparingWriter(Protocol):
     def write_prepared(self, prepared: list[Prepared]) -> int: ...
 
 
-PREPARE_RECORDS = 512
+PREPARE_RECORDS = 256
 """With a ``PreparingWriter``, the engine task encodes records for storage this many at a time, right after
 the streams had their turn. Encoding on the storage thread instead would make the event loop wait for the
 GIL whenever that thread runs Python, and on a busy box the hand-over of the GIL costs milliseconds."""

@@ -99,6 +99,8 @@ class TableSpec:
     """The Arrow schema of the inserted columns."""
     by_column: bool = field(init=False, repr=False, compare=False)
     """Encoded column by column (tables with list columns: book levels) rather than as row structs."""
+    schema_message: bytes = field(init=False, repr=False, compare=False)
+    """The schema as a serialized Arrow IPC message: the head of every insert's stream."""
 
     @property
     def table(self) -> str:
@@ -107,6 +109,7 @@ class TableSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schema", pa.schema(list(self.arrow_type)))
         object.__setattr__(self, "by_column", any(pa.types.is_list(f.type) for f in self.arrow_type))
+        object.__setattr__(self, "schema_message", self.schema.serialize().to_pybytes())
 
 
 def _levels(prices: Columns, sizes: Columns) -> list[tuple[Level, ...]]:
@@ -515,45 +518,45 @@ ENCODE_CHUNK_ROWS = 512
 event loop (same process) waits at most that long for the storage thread; 512 rows take well under 1 ms."""
 
 
-def record_batches(spec: TableSpec, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Rows (tuples in ``spec.columns`` order) as Arrow record batches of at most ``ENCODE_CHUNK_ROWS`` rows.
+def record_messages(spec: TableSpec, rows: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """Rows (tuples in ``spec.columns`` order) as serialized Arrow IPC record batch messages of at most
+    ``ENCODE_CHUNK_ROWS`` rows each (``stream`` frames them for one insert).
 
     Raises StorageError when a value does not fit its column (e.g. a price beyond Int64).
     """
     arrow_type = spec.arrow_type
     schema = spec.schema
-    by_column = spec.by_column
-    out: list[Any] = []
+    out: list[bytes] = []
     for start in range(0, len(rows), ENCODE_CHUNK_ROWS):
         chunk = rows[start:start + ENCODE_CHUNK_ROWS]
         try:
-            if by_column:
+            if spec.by_column:
                 # Book levels: column by column is ~4.5x faster than a struct array of rows (one-off measurement).
                 columns = list(zip(*chunk, strict=True))
                 arrays = [pa.array(c, type=f.type) for c, f in zip(columns, arrow_type, strict=True)]
-                out.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
             else:  # flat rows: a struct array of the tuples is fastest (~2M rows/s)
-                out.append(pa.RecordBatch.from_struct_array(pa.array(chunk, type=arrow_type)))
+                batch = pa.RecordBatch.from_struct_array(pa.array(chunk, type=arrow_type))
         except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
             raise StorageError(f"cannot encode {spec.table} rows: {exc}") from exc
+        out.append(batch.serialize().to_pybytes())
     return out
 
 
-def stream(spec: TableSpec, batches: Sequence[Any]) -> bytes:
-    """Record batches of ``spec``'s table as one Arrow IPC stream (one insert)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, spec.schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())
+_END_OF_STREAM: Final = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def stream(spec: TableSpec, messages: Sequence[bytes]) -> bytes:
+    """Record batch messages of ``spec``'s table as one Arrow IPC stream (schema, batches, end): a join."""
+    return b"".join((spec.schema_message, *messages, _END_OF_STREAM))
 
 
 def encode(spec: TableSpec, rows: Sequence[tuple[Any, ...]]) -> bytes:
-    """Rows (tuples in ``spec.columns`` order) as one Arrow IPC stream (``record_batches`` + ``stream``).
+    """Rows (tuples in ``spec.columns`` order) as one Arrow IPC stream (``record_messages`` + ``stream``).
 
     Raises StorageError when a value does not fit its column (e.g. a price beyond Int64).
     """
-    return stream(spec, record_batches(spec, rows))
+    return stream(spec, record_messages(spec, rows))
 
 
 def decode(spec: TableSpec, table: Any, extra: int = 0) -> tuple[list[Any], Columns]:

@@ -49,7 +49,7 @@ from server.storage.codec import (
     candle_row,
     decode,
     pricing_row,
-    record_batches,
+    record_messages,
     stream,
     trading_status_row,
 )
@@ -129,12 +129,13 @@ def _check_range(start_ns: int, end_ns: int, limit: int | None) -> None:
 
 
 class PreparedRecords:
-    """Records encoded for insertion (``EmbeddedStore.prepare``): Arrow record batches per table."""
+    """Records encoded for insertion (``EmbeddedStore.prepare``): serialized Arrow record batch messages
+    per table; an insert joins them behind the table's schema."""
 
     __slots__ = ("batches", "rows")
 
     def __init__(self) -> None:
-        self.batches: dict[Kind, list[Any]] = {}
+        self.batches: dict[Kind, list[bytes]] = {}
         self.rows = 0
 
 
@@ -220,13 +221,13 @@ class EmbeddedStore:
                 rows = [trading_status_row(t, self._next_version()) for t in recs]
             else:
                 rows = [pricing_row(r) for r in recs]
-            prepared.batches[kind] = record_batches(spec, rows)
+            prepared.batches[kind] = record_messages(spec, rows)
             prepared.rows += len(rows)
         return prepared
 
     def write_prepared(self, prepared: Sequence[PreparedRecords]) -> int:
         """Insert prepared records, one bulk insert per table for all of them; returns the rows written."""
-        tables: dict[Kind, list[Any]] = {}
+        tables: dict[Kind, list[bytes]] = {}
         for p in prepared:
             for kind, batches in p.batches.items():
                 tables.setdefault(kind, []).extend(batches)
