@@ -61,8 +61,8 @@ class Prepared(Protocol):
 
 @runtime_checkable
 class PreparingWriter(Protocol):
-    """A ``BatchWriter`` that can encode records as they arrive and write many such pieces at once: the
-    storage thread then holds the GIL in short steps, not for one long encoding per bulk write."""
+    """A ``BatchWriter`` that can encode records ahead of their write and write many such pieces at once:
+    the runtime encodes on the engine task (see ``PREPARE_RECORDS``), and the storage thread only inserts."""
 
     def prepare(self, records: list[object]) -> Prepared: ...
 
@@ -127,6 +127,9 @@ class _StorageThread:
         self.flush_interval_s = flush_interval_s
         self.written = 0
         self.errors = 0
+        """Failed writes and encodings on this thread."""
+        self.encode_failures = 0
+        """Records the engine task could not encode (it counts them; this thread only reads the count)."""
         self.thread = threading.Thread(target=self._run, name="mds-storage", daemon=True)
         self.thread.start()
 
@@ -174,7 +177,7 @@ class _StorageThread:
         held: list[_Barrier] = []  # released once everything before them is written
         first_at = 0.0
         last_forced = -self.barrier_gap_s  # start of the last write a barrier forced
-        reported = 0  # self.errors when barriers were last released
+        reported = 0  # failures (errors + encode_failures) when barriers were last released
         stopping = False
         while not stopping:
             due = [first_at + self.flush_interval_s] if rows else []
@@ -215,8 +218,9 @@ class _StorageThread:
                 raw = []
                 rows = 0
             if held and not rows:
-                error = StorageFailedError("storage write failed; see the log") if self.errors != reported else None
-                reported = self.errors
+                failures = self.errors + self.encode_failures
+                error = StorageFailedError("storage write failed; see the log") if failures != reported else None
+                reported = failures
                 for barrier in held:
                     barrier.release(error)
                 held = []
@@ -460,7 +464,7 @@ class Runtime:
         try:
             piece = self._preparing.prepare(records)
         except Exception:  # a value that cannot be stored: these records are lost; the next barrier fails
-            self._storage.errors += 1
+            self._storage.encode_failures += 1
             log.exception("storage could not encode %d records", len(records))
             return
         if piece.rows:
