@@ -13,7 +13,10 @@ inserted, the far end trimmed or extended to ``book_depth`` levels) or changes o
 cancel, a new level in a gap, near the top more often). A trade takes liquidity at the touch (sometimes
 sweeping through it into the second level: one print per level, each with an id unique per venue) and is
 followed by the delta that removes what it took. Books are never crossed: every delta keeps best bid <
-best ask, and what a consumer rebuilds from the snapshot and deltas equals ``book_levels``.
+best ask, and what a consumer rebuilds from the snapshot and deltas equals ``book_levels``. Venues do not
+cross each other either: when a book's new touch crosses another venue's, that venue follows the fair
+value at once (an extra delta, as arbitrage would force), within the same step. Between steps a
+consolidated book is crossed only while a venue is silent or a book awaits its snapshot.
 
 Sequence numbers are per (venue, symbol): a ``BookSnapshot`` first, then ``BookDelta``s with
 ``first_seq == seq == previous + 1``. Faults, when configured: a delta that skips 1..3 numbers (the
@@ -57,7 +60,6 @@ SPREAD_JITTER_PROBABILITY: Final = 0.1
 SPIKE_FACTOR: Final = 10
 _SQRT3: Final = math.sqrt(3.0)
 
-_SimEvent = BookSnapshot | BookDelta | Trade
 
 
 @dataclass(slots=True)
@@ -71,6 +73,8 @@ class SimulatorStats:
     gaps: int = 0
     duplicates: int = 0
     spikes: int = 0
+    arbitrage_moves: int = 0
+    """Deltas that moved a book crossed by another venue's new touch back to the fair value."""
 
 
 class _FairValue:
@@ -105,8 +109,8 @@ class _FairValue:
 class _Symbol:
     """Per symbol: its fair value process (shared with its underlying), premium, tick and lot."""
 
-    __slots__ = ("fair", "gap", "lot", "max_lots", "perp", "premium", "premium_t", "spec", "spread", "tick",
-                 "ticks_per_unit")
+    __slots__ = ("books", "fair", "gap", "lot", "max_lots", "perp", "premium", "premium_t", "spec", "spread",
+                 "tick", "ticks_per_unit")
 
     def __init__(self, spec: SymbolSpec, fair: _FairValue, premium: float | None) -> None:
         self.spec = spec
@@ -120,6 +124,8 @@ class _Symbol:
         self.spread = spec.spread_ticks
         self.gap = spec.level_gap
         self.max_lots = spec.max_lots
+        self.books: list[_Book] = []
+        """Its book on every venue that lists it (arbitrage keeps them from crossing each other)."""
 
 
 class _Venue:
@@ -197,6 +203,7 @@ class MarketSimulator:
                 venue = self._venues[name]
                 book = _Book(venue, self._symbols[symbol], 1 + int(rnd() * 1_000_000), rnd() - 0.5)
                 venue.books.append(book)
+                book.sym.books.append(book)
                 self._books[name, symbol] = book
         self._t0: int | None = None
         self._silent = ""
@@ -204,7 +211,8 @@ class MarketSimulator:
         self._rebuild_table()
         self._queue: list[_Book] = list(self._books.values())
         """Books whose snapshot is due before anything else (at start, after a stale venue returns)."""
-        self._pending: list[_SimEvent] = []
+        self._ahead = 0
+        """Events returned beyond the counts asked so far (taken from the next calls' counts)."""
         self._warm = False
 
     # -- reference data and reads ------------------------------------------------------------------
@@ -256,25 +264,26 @@ class MarketSimulator:
     # -- generation --------------------------------------------------------------------------------
 
     def step(self, now_ns: int, n_events: int) -> list[Event]:
-        """The next ``n_events`` events, stamped ``ts_recv = now_ns``, ``ts_event = now_ns - latency``.
+        """About the next ``n_events`` events, stamped ``ts_recv = now_ns``, ``ts_event = now_ns - latency``.
 
-        Returns fewer only if no venue can send anything (every venue silent).
+        What belongs together is never split: a trade and its follow-up delta, a move and the other venues'
+        deltas it forces (``_arbitrage``). So a call may return a few events more than asked; the excess
+        is taken from the next calls' counts (which may then return fewer, even none), and over many
+        calls the total is what was asked. Returns fewer also when no venue can send anything.
         """
         if n_events <= 0:
             return []
+        ahead = self._ahead
+        if ahead >= n_events:
+            self._ahead = ahead - n_events
+            return []
+        budget = n_events - ahead
         if self._t0 is None:
             self._t0 = now_ns
         self._schedule(now_ns)
         out: list[Event] = []
-        if self._pending:
-            # Overflow of the previous call (a trade's follow-up), restamped to this call's time; held
-            # back while its venue is silent.
-            silent = self._silent
-            out.extend(ev._replace(ts_event=now_ns - (ev.ts_recv - ev.ts_event), ts_recv=now_ns)
-                       for ev in self._pending if ev.venue != silent)
-            self._pending = [ev for ev in self._pending if ev.venue == silent]
         queue = self._queue
-        while queue and len(out) < n_events:
+        while queue and len(out) < budget:
             self._snapshot(queue.pop(0), self._count * self._dt, now_ns, out)
         if not queue:
             self._warm = True
@@ -285,19 +294,18 @@ class MarketSimulator:
             trade_p = self._trade_p
             dt = self._dt
             count = self._count
-            while len(out) < n_events:
+            while len(out) < budget:
                 book = table[int(rnd() * size)]
                 count += 1
                 if book.needs_snapshot:
                     self._snapshot(book, count * dt, now_ns, out)
+                    self._arbitrage(book, self._fair_ticks(book.sym, count * dt), now_ns, out)
                 elif rnd() < trade_p:
                     self._trade(book, count * dt, now_ns, out)
                 else:
                     self._move(book, count * dt, now_ns, out)
             self._count = count
-        if len(out) > n_events:
-            self._pending.extend(e for e in out[n_events:] if isinstance(e, _SimEvent))
-            del out[n_events:]
+        self._ahead = max(len(out) - budget, 0)
         self.stats.events += len(out)
         return out
 
@@ -349,10 +357,14 @@ class MarketSimulator:
 
     def _touch(self, book: _Book, t: float) -> tuple[int, int]:
         """Target best bid and ask (ticks) around the fair value now; best bid >= 1 tick."""
+        return self._touch_at(book, self._fair_ticks(book.sym, t))
+
+    def _touch_at(self, book: _Book, fair: float) -> tuple[int, int]:
+        """Target best bid and ask (ticks) around ``fair`` (ticks); best bid >= 1 tick."""
         spread = book.spread
         if self._rnd() < SPREAD_JITTER_PROBABILITY:
             spread += 1
-        bid = math.floor(self._fair_ticks(book.sym, t) + book.basis - spread / 2.0)
+        bid = math.floor(fair + book.basis - spread / 2.0)
         bid = max(bid, 1)
         return bid, bid + spread
 
@@ -415,7 +427,8 @@ class MarketSimulator:
 
     def _move(self, book: _Book, t: float, now_ns: int, out: list[Event]) -> None:
         """A book event: follow the fair value, or change one level when the touch is where it should be."""
-        bid, ask = self._touch(book, t)
+        fair = self._fair_ticks(book.sym, t)
+        bid, ask = self._touch_at(book, fair)
         bc: list[Level] = []
         ac: list[Level] = []
         if book.bp and book.ap and book.bp[0] == bid and book.ap[0] == ask:
@@ -424,6 +437,29 @@ class MarketSimulator:
             self._reconcile(book, bid, ask, bc, ac)
         if bc or ac:
             self._delta(book, bc, ac, now_ns, out)
+            if len(book.sym.books) > 1:
+                self._arbitrage(book, fair, now_ns, out)
+
+    def _arbitrage(self, book: _Book, fair: float, now_ns: int, out: list[Event]) -> None:
+        """Other venues' books of the symbol whose touch no longer straddles the fair value follow it now,
+        as arbitrage against ``book``'s fresh quote would make them: an extra delta each. ``fair`` is the
+        symbol's fair value in ticks at ``book``'s event. A consolidated book then crosses only while a
+        venue is silent or a book awaits its snapshot (a gap)."""
+        for other in book.sym.books:
+            if (other is book or other.needs_snapshot or not other.bp or not other.ap
+                    or other.venue_name == self._silent):
+                continue
+            # A fresh touch has bid <= mid < ask for mid = fair + basis - 1/2 (see _touch); books that all
+            # hold that cannot cross each other, as bases differ by less than a tick.
+            mid = fair + other.basis - 0.5
+            if other.bp[0] > mid or other.ap[0] <= mid:
+                bid, ask = self._touch_at(other, fair)
+                bc: list[Level] = []
+                ac: list[Level] = []
+                self._reconcile(other, bid, ask, bc, ac)
+                if bc or ac:
+                    self._delta(other, bc, ac, now_ns, out)
+                    self.stats.arbitrage_moves += 1
 
     def _level_change(self, book: _Book, bc: list[Level], ac: list[Level]) -> None:
         """Change one level, near the top more often: a new size, a cancel, or a new level in a gap."""

@@ -102,7 +102,7 @@ def test_same_seed_same_events_and_different_seeds_differ() -> None:
     a = _run(MarketSimulator(config(7)), 50, 400)
     b = _run(MarketSimulator(config(7)), 50, 400)
     c = _run(MarketSimulator(config(8)), 50, 400)
-    assert len(a) == len(b) == len(c) == 20_000
+    assert all(20_000 <= len(x) <= 20_010 for x in (a, b, c))  # a step never splits a move from its arbitrage
     assert a == b
     assert a != c
 
@@ -114,8 +114,9 @@ def test_chunking_changes_only_timestamps() -> None:
     chunks: list[Event] = []
     for i, n in enumerate([1, 7, 500, 13, 2000, 3479]):
         chunks.extend(model.step(T0 + i, n))
-    assert len(chunks) == 6000
-    assert [_strip_times(e) for e in one] == [_strip_times(e) for e in chunks]
+    n = min(len(one), len(chunks))
+    assert 6000 <= n <= 6010
+    assert [_strip_times(e) for e in one[:n]] == [_strip_times(e) for e in chunks[:n]]
 
 
 # -- event invariants --------------------------------------------------------------------------------------
@@ -128,10 +129,12 @@ def test_every_event_is_stamped_on_tick_on_lot_and_in_sequence() -> None:
     trade_ids: dict[str, set[str]] = {}
     kinds: Counter[str] = Counter()
     now = T0
-    for _ in range(100):
+    total = 0
+    for i in range(100):
         now += TICK_NS
         batch = model.step(now, 500)
-        assert len(batch) == 500
+        total += len(batch)
+        assert total - 500 * (i + 1) in range(0, 10)  # ahead by what a step does not split, never behind
         for ev in batch:
             assert isinstance(ev, BookSnapshot | BookDelta | Trade)
             kinds[type(ev).__name__] += 1
@@ -170,6 +173,27 @@ def test_every_event_is_stamped_on_tick_on_lot_and_in_sequence() -> None:
     assert kinds["repeated_id"] == model.stats.duplicates > 0
 
 
+@pytest.mark.parametrize("rate", [2_000, 10_000, 100_000])
+def test_venues_never_cross_each_other_between_steps(rate: int) -> None:
+    """Arbitrage: a move that leaves another venue's quote off the fair value re-quotes it in the same
+    step, so between steps (what a consumer's NBBO shows) no venue's bid is above another's ask."""
+    model = MarketSimulator(SimulatorConfig(seed=5, events_per_second=rate))
+    now = T0
+    crossed = 0
+    for _ in range(400):
+        now += TICK_NS
+        model.step(now, max(rate // 500, 1))
+        for symbol, venues in model.config.listings():
+            tops = [(b, a) for b, a in (model.book_levels(v, symbol) for v in venues) if b and a]
+            if not tops:
+                continue  # before its first snapshot
+            best_bid = max(bids[0][0] for bids, _ in tops)
+            best_ask = min(asks[0][0] for _, asks in tops)
+            crossed += best_bid > best_ask
+    assert crossed == 0
+    assert model.stats.arbitrage_moves > 0
+
+
 def test_instruments_cover_every_listing() -> None:
     model = MarketSimulator()
     registry = InstrumentRegistry(tuple(model.instruments()))
@@ -192,7 +216,7 @@ def test_instruments_cover_every_listing() -> None:
 def test_long_run_keeps_engine_books_consistent() -> None:
     run = _Run(SimulatorConfig(seed=5))
     run.advance(600, 250)  # 150k events
-    assert run.model.stats.events == 150_000
+    assert 150_000 <= run.model.stats.events <= 150_010  # a step never splits a move from its arbitrage
     assert all(s.status == BookStatus.CONSISTENT and s.reason == "snapshot" for s in run.status)
     assert len(run.status) == len(run.model.books())  # one per initial snapshot, nothing else
     assert run.flags == []  # no natural spike, crossed book, late or duplicate trade
