@@ -12,6 +12,9 @@ Entries every member has read are trimmed. Conflating topics (NBBO, tickers, ind
 in-progress candles) keep only the latest item per key in the group, stamped with a version; a member
 takes the keys that changed since it last read, so a slow reader gets fewer, newer updates.
 
+A book's halt or resume changes none of its levels: each reader of that book gets a fresh snapshot (it
+carries the status) in its next message, built from the live book like a resync's.
+
 Every subscriber is bounded (``max_pending`` items behind its group's head):
 - order books: a subscriber that falls behind drops its queued book items and gets a fresh snapshot of
   each book (with the book's sequence) instead, so it never sees a gap it cannot repair; the items it
@@ -498,6 +501,15 @@ class Hub:
                     if gap is not None:
                         batched.setdefault(("book", change.venue, change.symbol), []).append(
                             Encoded(gap.SerializeToString(), BOOK))
+                elif targets and (change.status == BookStatus.HALTED or change.reason == "resumed"):
+                    # A halt or resume changes no level: each reader gets a fresh snapshot of the book now,
+                    # which carries the new status, instead of learning it at the next periodic one.
+                    halted_key = (change.venue, change.symbol)
+                    for g in targets:
+                        for member in g.members:
+                            if member.book_resync is not None:
+                                member.resync[halted_key] = None
+                                member.wake.set()
             elif kind is IndexPrice or kind is MarkPrice or kind is FundingRate:
                 ptopic: Topic = ("index" if kind is IndexPrice else "mark" if kind is MarkPrice else "funding",
                                  u.symbol)  # type: ignore[attr-defined]

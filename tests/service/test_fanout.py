@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from marketdata.v1 import book_pb2
 from marketdata.v1 import market_data_service_pb2 as pb
 
 from server.engine.engine import Engine
-from server.engine.events import BookDelta, BookSnapshot, Side, Trade
+from server.engine.events import BookDelta, BookSnapshot, Side, Trade, TradingStatusChange
 from server.engine.updates import Nbbo
 from server.service import convert
 from server.service.fanout import Hub, HubClosedError, Subscriber, SubscriberOverflowError
@@ -157,6 +158,28 @@ def test_a_gap_marker_takes_its_own_sequence_number() -> None:
     kinds = [u.WhichOneof("update") for u in message.updates]
     assert kinds == ["delta", "gap", "snapshot"]
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+
+
+def test_a_halt_and_a_resume_reach_book_readers_at_once_as_snapshots() -> None:
+    """A halt changes no level: without a snapshot a book stream would show it only at the next periodic
+    one (30 s). Each reader gets a fresh snapshot carrying the status, in sequence."""
+    engine, hub, _ = _engine_with_book()
+    sub = Subscriber(book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+    hub.subscribe(sub, [("book", "v", "S")])
+    _apply(engine, hub, BookDelta("v", "S", 2, 2, ((98, 1),), (), 2, 2))
+    _apply(engine, hub, TradingStatusChange("v", "S", True, "news pending", 3, 3))
+    message = pb.StreamOrderBookResponse.FromString(asyncio.run(sub.next_message()))
+    kinds = [u.WhichOneof("update") for u in message.updates]
+    assert kinds == ["snapshot"]  # the queued delta is in it
+    snap = message.updates[0].snapshot
+    assert snap.status == book_pb2.BOOK_STATUS_HALTED and (98 * 1) in [lv.price for lv in snap.bids]
+    _apply(engine, hub, TradingStatusChange("v", "S", False, "", 4, 4))
+    _apply(engine, hub, BookDelta("v", "S", 3, 3, ((97, 1),), (), 5, 5))
+    message = pb.StreamOrderBookResponse.FromString(asyncio.run(sub.next_message()))
+    assert [u.WhichOneof("update") for u in message.updates] == ["snapshot"]
+    resumed = message.updates[0].snapshot
+    assert resumed.status == book_pb2.BOOK_STATUS_CONSISTENT and resumed.sequence > snap.sequence
+    assert 97 in [lv.price for lv in resumed.bids]
 
 
 def _trade_ids(data: bytes) -> list[str]:
