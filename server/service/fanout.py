@@ -361,6 +361,9 @@ class Hub:
         self.conflated_total = 0
         self.dropped_total = 0
         """Counts of subscribers and groups that have ended (live ones keep their own)."""
+        self.book_status: dict[tuple[str, str], BookStatus] = {}
+        """Per (venue, symbol): the status of the engine's last ``BookStatusChange`` (it emits one on every
+        transition), which each streamed delta carries."""
         self.book_sequence: dict[tuple[str, str], int] = {}
         """Per (venue, symbol): the engine book version of the last book update seen (snapshot + deltas)."""
 
@@ -450,7 +453,7 @@ class Hub:
         latest: dict[Hashable, tuple[object, set[_Group]]] = {}
         """Conflating updates by key: only the last one of the batch is encoded (no reader can see the
         others, as none reads during the batch)."""
-        for u in updates:
+        for i, u in enumerate(updates):
             kind = type(u)
             if kind is BookDelta or kind is BookSnapshot or kind is Quote:
                 ev: BookDelta | BookSnapshot | Quote = u  # type: ignore[assignment]
@@ -460,7 +463,7 @@ class Hub:
                 topic: Topic = ("book", ev.venue, ev.symbol)
                 if topic in subs:
                     if kind is BookDelta:
-                        msg = convert.book_delta_pb(ev, seq)  # type: ignore[arg-type]
+                        msg = convert.book_delta_pb(ev, seq, self._status_after(updates, i, key))  # type: ignore[arg-type]
                     elif kind is BookSnapshot:
                         msg = convert.book_snapshot_pb(ev, seq)  # type: ignore[arg-type]
                     else:
@@ -491,6 +494,7 @@ class Hub:
                     latest[latest_key] = (u, targets)
             elif kind is BookStatusChange:
                 change: BookStatusChange = u  # type: ignore[assignment]
+                self.book_status[(change.venue, change.symbol)] = change.status
                 targets = subs.get(("book", change.venue, change.symbol))
                 if change.status == BookStatus.AWAITING_RESYNC and convert.is_book_gap(change):
                     gap_key = (change.venue, change.symbol)
@@ -568,6 +572,25 @@ class Hub:
             if group not in per_group:
                 for sub in group.members:
                     sub.wake.set()
+
+    def _status_after(self, updates: list[object], i: int, key: tuple[str, str]) -> BookStatus:
+        """The book's status after the delta ``updates[i]``: the change the engine appended right after it
+        (behind any quality flags), else the last one seen, else the live book's."""
+        for j in range(i + 1, min(i + 4, len(updates))):
+            nxt = updates[j]
+            kind = type(nxt)
+            if kind is BookStatusChange:
+                change: BookStatusChange = nxt  # type: ignore[assignment]
+                if (change.venue, change.symbol) == key:
+                    return change.status
+                break
+            if kind is not QualityFlag:
+                break
+        status = self.book_status.get(key)
+        if status is None:
+            book = self.engine.book(*key)
+            status = self.book_status[key] = book.status if book is not None else BookStatus.CONSISTENT
+        return status
 
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 

@@ -182,6 +182,22 @@ def test_a_halt_and_a_resume_reach_book_readers_at_once_as_snapshots() -> None:
     assert 97 in [lv.price for lv in resumed.bids]
 
 
+def test_deltas_carry_the_books_status_crossed_until_it_uncrosses() -> None:
+    """A delta's status is the book's after it: the engine reports crossing and uncrossing once, as a
+    BookStatusChange right after the delta, and the deltas in between are still crossed."""
+    engine, hub, _ = _engine_with_book()  # bids 100, 99; asks 101, 102
+    sub = Subscriber(book_resync=lambda key: hub.book_snapshot_item("v", "S", 10))
+    hub.subscribe(sub, [("book", "v", "S")])
+    _apply(engine, hub, BookDelta("v", "S", 2, 2, ((101, 1),), (), 2, 2))  # bid 101 = ask: crossed
+    _apply(engine, hub, BookDelta("v", "S", 3, 3, ((98, 1),), (), 3, 3))  # still crossed
+    _apply(engine, hub, BookDelta("v", "S", 4, 4, (), ((101, 0),), 4, 4))  # ask 101 gone: uncrossed
+    _apply(engine, hub, BookDelta("v", "S", 5, 5, ((97, 1),), (), 5, 5))
+    message = pb.StreamOrderBookResponse.FromString(asyncio.run(sub.next_message()))
+    statuses = [u.delta.status for u in message.updates]
+    crossed, consistent = book_pb2.BOOK_STATUS_CROSSED, book_pb2.BOOK_STATUS_CONSISTENT
+    assert statuses == [crossed, crossed, consistent, consistent]
+
+
 def _trade_ids(data: bytes) -> list[str]:
     return [t.trade_id for t in pb.StreamTradesResponse.FromString(data).trades]
 
