@@ -200,10 +200,10 @@ class EmbeddedStore:
         return self.write_prepared([self.prepare(records)])
 
     def prepare(self, records: Sequence[object]) -> PreparedRecords:
-        """Encode the storable records now (Arrow record batches per table), to be written later by
-        ``write_prepared``. The service prepares each engine round as it arrives, so the encoding is spread
-        over small steps instead of one long hold of the GIL per bulk write. Raises StorageError when a
-        value does not fit its column."""
+        """Encode the storable records now (Arrow record batch messages per table), to be written later by
+        ``write_prepared``. The service's engine task prepares records in steps as they come
+        (``server.runtime.PREPARE_RECORDS``), so its storage thread runs almost no Python. Raises
+        StorageError when a value does not fit its column."""
         groups: dict[Kind, list[Any]] = {}
         kinds = RECORD_KINDS
         for rec in records:
