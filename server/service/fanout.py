@@ -26,8 +26,9 @@ Every subscriber is bounded (``max_pending`` items behind its group's head):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Container, Hashable, Iterable
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from marketdata.v1 import book_pb2
 
@@ -595,10 +596,17 @@ class Hub:
     # -- polled channels (in-progress candles, tickers) -----------------------------------------
 
     def publish_polled(self) -> None:
-        """Tickers and in-progress candles, for topics with subscribers (called on a timer)."""
+        """Tickers, consolidated books and in-progress candles, for topics with subscribers, all at once."""
+        for _ in self.publish_polled_steps():
+            pass
+
+    def publish_polled_steps(self, topics_per_step: int = 4) -> Iterator[None]:
+        """``publish_polled`` in steps: it yields after every ``topics_per_step`` polled topics, so a caller
+        on the event loop can let other work run between them (a whole round takes milliseconds)."""
         engine = self.engine
+        done = 0
         for topic, targets in list(self.subscribers.items()):
-            if not targets:
+            if not targets or topic[0] not in _POLLED:
                 continue
             if topic[0] == "ticker":
                 ticker = engine.ticker(topic[1], topic[2])
@@ -611,7 +619,7 @@ class Hub:
                 enc = Encoded(convert.consolidated_book_pb(book).SerializeToString(), CONSOLIDATED)
                 for g in targets:
                     g.push_latest(topic, enc)
-            elif topic[0] == "candles":
+            else:
                 venue, symbol, interval = topic[1], topic[2], int(topic[3])
                 current = engine.candles(venue, symbol, Interval(interval), limit=1)
                 if current and not current[-1].closed:
@@ -619,3 +627,10 @@ class Hub:
                     enc = Encoded(convert.candle_pb(c).SerializeToString(), CANDLE)
                     for g in targets:
                         g.push_latest(("candle", venue, symbol, interval, c.open_time), enc)
+            done += 1
+            if done % topics_per_step == 0:
+                yield
+
+
+_POLLED: Final = frozenset({"ticker", "consolidated", "candles"})
+"""Topic kinds ``publish_polled`` publishes."""

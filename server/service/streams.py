@@ -69,7 +69,8 @@ class Streams:
     async def run_polling(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval_s)
-            self.hub.publish_polled()
+            for _ in self.hub.publish_polled_steps():
+                await asyncio.sleep(0)  # a whole round takes milliseconds: let ticks and sends in between
 
     def _known(self, symbol: str) -> bool:
         return symbol in self.engine.instruments or bool(self.engine.venues(symbol))

@@ -198,6 +198,20 @@ def test_deltas_carry_the_books_status_crossed_until_it_uncrosses() -> None:
     assert statuses == [crossed, crossed, consistent, consistent]
 
 
+def test_polled_topics_are_published_in_steps() -> None:
+    """The timer's round yields between steps, so the event loop is never held for the whole round."""
+    engine, hub, _ = _engine_with_book()
+    _apply(engine, hub, Trade("v", "S", "1", 100, 1, Side.BUY, 2, 2))
+    sub = Subscriber()
+    hub.subscribe(sub, [("ticker", "v", "S"), ("consolidated", "S", "10"), ("trades", "S", "")])
+    steps = hub.publish_polled_steps(topics_per_step=1)
+    assert sub.group is not None and not sub.group.latest
+    next(steps)
+    assert len(sub.group.latest) == 1  # one polled topic published, the other not yet
+    assert sum(1 for _ in steps) == 1
+    assert len(sub.group.latest) == 2
+
+
 def _trade_ids(data: bytes) -> list[str]:
     return [t.trade_id for t in pb.StreamTradesResponse.FromString(data).trades]
 
