@@ -77,6 +77,16 @@ PREPARE_WAIT_S = 0.05
 """Records wait at most about this long (plus a round) before they are encoded, however few they are."""
 
 
+def _try_prepare(writer: PreparingWriter, records: list[object]) -> Prepared | None:
+    """``writer.prepare(records)``, or None (logged) when a value cannot be stored: those records are lost
+    and the caller counts a failure; the rest goes on."""
+    try:
+        return writer.prepare(records)
+    except Exception:
+        log.exception("storage could not encode %d records", len(records))
+        return None
+
+
 class StorageFailedError(RuntimeError):
     """A storage write failed: what was accepted before a barrier may not be durable."""
 
@@ -150,14 +160,11 @@ class _StorageThread:
         if not raw:
             return
         assert isinstance(self.writer, PreparingWriter)
-        try:
-            piece = self.writer.prepare(raw)
-        except Exception:  # a value that cannot be stored: these records are lost, the rest goes on
+        piece = _try_prepare(self.writer, raw)
+        if piece is None:
             self.errors += 1
-            log.exception("storage could not encode %d records", len(raw))
-        else:
-            if piece.rows:
-                pending.append(piece)
+        elif piece.rows:
+            pending.append(piece)
         raw.clear()
 
     def _add(self, pending: list[Any], raw: list[object], item: Sequence[object] | Prepared) -> int:
@@ -461,13 +468,10 @@ class Runtime:
         if not records or self._storage is None or self._preparing is None:
             return
         self._unprepared = []
-        try:
-            piece = self._preparing.prepare(records)
-        except Exception:  # a value that cannot be stored: these records are lost; the next barrier fails
-            self._storage.encode_failures += 1
-            log.exception("storage could not encode %d records", len(records))
-            return
-        if piece.rows:
+        piece = _try_prepare(self._preparing, records)
+        if piece is None:
+            self._storage.encode_failures += 1  # the next barrier fails
+        elif piece.rows:
             await self._storage.submit(piece)
 
     def _apply_routed(self, batch: list[Event], out: list[object]) -> None:
