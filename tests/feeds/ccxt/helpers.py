@@ -88,14 +88,15 @@ def run(make: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     return asyncio.run(bounded())
 
 
-async def replay_to_feed(venue: VenueServer, spec: Callable[[str], str], expected: Books,
+async def replay_to_feed(venue: VenueServer, spec: Callable[[str], str | CcxtFeedConfig], expected: Books,
                          symbols: Iterable[str], depth: int) -> tuple[CcxtFeed, list[Event]]:
-    """Start ``venue``, run a ``CcxtFeed`` (``spec(venue.base)``) against it until the venue has replayed its
-    capture and the feed's top ``depth`` books of ``symbols`` equal ``expected`` (or 5 s more), then stop
-    both."""
+    """Start ``venue``, run a ``CcxtFeed`` (``spec(venue.base)``: a feed spec or a whole config) against it
+    until the venue has replayed its capture and the feed's top ``depth`` books of ``symbols`` equal
+    ``expected`` (or 5 s more), then stop both."""
     sink = ListSink()
     await venue.start()
-    feed = CcxtFeed(CcxtFeedConfig.from_spec(spec(venue.base)))
+    made = spec(venue.base)
+    feed = CcxtFeed(CcxtFeedConfig.from_spec(made) if isinstance(made, str) else made)
     task = asyncio.create_task(feed.run(sink))
     try:
         assert await wait_until(venue.done.is_set, 30), "replay did not finish"

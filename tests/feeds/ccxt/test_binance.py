@@ -18,7 +18,7 @@ from feeds.cryptofeed_capture.binance import BinanceParser
 from feeds.cryptofeed_capture.reader import merged_lines
 from feeds.registry import VenueSymbols
 from server.engine.events import BookReset, BookSnapshot, ClockTick, Event, Trade
-from tests.feeds.ccxt.helpers import Books, ListSink, run, wait_until
+from tests.feeds.ccxt.helpers import Books, ListSink, replay_to_feed, run, wait_until
 from tests.feeds.ccxt.venues import CAPTURES, BinanceVenue
 
 pytestmark = pytest.mark.usefixtures("captures")
@@ -55,24 +55,7 @@ def depth_frames(venue: BinanceVenue, stream: str) -> list[int]:
 async def replay(venue: BinanceVenue, expected: Books, **extra: Any) -> tuple[CcxtFeed, list[Event]]:
     """Run a feed until the replay ended and its books equal ``expected``; the feed and the events seen
     until then (before the feed's own shutdown resets)."""
-    sink = ListSink()
-    await venue.start()
-    feed = CcxtFeed(config(venue, **extra))
-    task = asyncio.create_task(feed.run(sink))
-    try:
-        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
-
-        def books_match() -> bool:
-            books = Books().apply(sink.events)
-            return all(s in books.books and books.top(s, DEPTH) == expected.top(s, DEPTH) for s in SYMBOLS)
-
-        await wait_until(books_match, 5)
-        return feed, list(sink.events)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await venue.stop()
+    return await replay_to_feed(venue, lambda _base: config(venue, **extra), expected, SYMBOLS, DEPTH)
 
 
 def test_books_and_trades_match_the_capture() -> None:
