@@ -9,6 +9,13 @@ one JSON line.
 It isolates what any Python gRPC service pays per message between two processes on loopback: the event
 loop, grpc's completion-queue thread and the GIL hand-offs between them. No engine, no storage, no fan-out.
 Everything runs on 127.0.0.1, bounded in time; the server subprocess is stopped at the end.
+
+Two options put a service's other work next to the stream, to see what it costs the floor:
+
+- ``--busy-ms X``: after each send (one turn of the loop later, when grpc has the message), the server's
+  event loop runs X ms of Python, as a service's engine and fan-out do after handing a batch to its streams.
+- ``--cpu-load F``: a separate process keeps a fraction F of one core busy (1.2 ms bursts), as other
+  processes on the box would.
 """
 
 from __future__ import annotations
@@ -36,7 +43,21 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-async def _serve(port: int, rate: float, size: int) -> None:
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _cpu_load(fraction: float) -> None:
+    """Keep ``fraction`` of one core busy, in 1.2 ms bursts (the --cpu-load process)."""
+    burst = 0.0012
+    while True:
+        _busy(burst)
+        time.sleep(burst * (1 - fraction) / fraction)
+
+
+async def _serve(port: int, rate: float, size: int, busy_s: float = 0.0) -> None:
     subscribers: set[asyncio.Queue[bytes]] = set()
 
     async def stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -66,6 +87,9 @@ async def _serve(port: int, rate: float, size: int) -> None:
         for q in subscribers:
             if not q.full():
                 q.put_nowait(data)
+        if busy_s:
+            await asyncio.sleep(0)  # the streams take their message and hand it to grpc
+            _busy(busy_s)
 
 
 async def _client(target: str, streams: int, seconds: float) -> list[int]:
@@ -101,24 +125,39 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--size", type=int, default=8, help="message size in bytes (default 8; stream_load's are ~10 KB)")
+    p.add_argument("--busy-ms", type=float, default=0.0,
+                   help="ms of Python the server's event loop runs after each send (default 0)")
+    p.add_argument("--cpu-load", type=float, default=0.0,
+                   help="fraction of one core a separate process keeps busy meanwhile (default 0)")
     p.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--burn", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.burn:
+        _cpu_load(args.cpu_load)
+        return 0
     if args.serve:
-        uvloop.run(_serve(args.serve, args.rate, args.size))
+        uvloop.run(_serve(args.serve, args.rate, args.size, args.busy_ms / 1e3))
         return 0
     if not 0 < args.seconds <= 120 or not 0 < args.rate <= 10_000 or not 0 < args.streams <= 100:
         p.error("--seconds 0..120, --rate 0..10000, --streams 1..100")
+    if not 0 <= args.busy_ms < 1e3 / args.rate or not 0 <= args.cpu_load < 1:
+        p.error("--busy-ms must be below the send interval (1000 / rate) and --cpu-load in [0, 1)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "load.grpc_floor", "--serve", str(port), "--rate", str(args.rate),
-                               "--size", str(args.size)],
+                               "--size", str(args.size), "--busy-ms", str(args.busy_ms)],
                               stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    burner = (subprocess.Popen([sys.executable, "-m", "load.grpc_floor", "--burn", "--cpu-load", str(args.cpu_load)])
+              if args.cpu_load else None)
     try:
         assert server.stdout is not None
         server.stdout.readline()
         lat = sorted(uvloop.run(_client(f"127.0.0.1:{port}", args.streams, args.seconds)))
     finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=10)
@@ -129,7 +168,7 @@ def main() -> int:
     print(f"grpc.aio floor: {len(lat)} messages; latency p50 {lm['p50']:.3f} ms, p99 {lm['p99']:.3f} ms, "
           f"p99.9 {lm['p999']:.3f} ms")
     print(json.dumps({"bench": "grpc_floor", "rate": args.rate, "streams": args.streams, "size": args.size,
-                      "samples": len(lat),
+                      "busy_ms": args.busy_ms, "cpu_load": args.cpu_load, "samples": len(lat),
                       "latency_ms": lm}))
     return 0
 
