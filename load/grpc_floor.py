@@ -50,9 +50,11 @@ def _busy(seconds: float) -> None:
 
 
 def _cpu_load(fraction: float) -> None:
-    """Keep ``fraction`` of one core busy, in 1.2 ms bursts (the --cpu-load process)."""
+    """Keep ``fraction`` of one core busy, in 1.2 ms bursts (the --cpu-load process), until the parent
+    process is gone (it kills this one at the end; this also ends if the parent itself is killed)."""
     burst = 0.0012
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:
         _busy(burst)
         time.sleep(burst * (1 - fraction) / fraction)
 
