@@ -6,18 +6,16 @@ checksums all verify, see tests/feeds/test_cryptofeed_kraken.py).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import pytest
 
-from feeds.ccxt.feed import CcxtFeed, CcxtFeedConfig
+from feeds.ccxt.feed import CcxtFeed
 from feeds.cryptofeed_capture.kraken import KrakenParser
 from feeds.cryptofeed_capture.reader import read_lines
 from feeds.registry import VenueSymbols
 from server.engine.events import BookDelta, BookReset, Event
-from tests.feeds.ccxt.helpers import Books, ListSink, run, wait_until
+from tests.feeds.ccxt.helpers import Books, replay_to_feed, run
 from tests.feeds.ccxt.venues import CAPTURES, KrakenVenue
 
 pytestmark = pytest.mark.usefixtures("captures")
@@ -34,26 +32,12 @@ def reference() -> Books:
 
 
 async def replay(expected: Books) -> tuple[CcxtFeed, list[Event], KrakenVenue]:
-    venue = await KrakenVenue(speed=20, start_when=set(SYMBOLS)).start()
-    sink = ListSink()
-    feed = CcxtFeed(CcxtFeedConfig.from_spec(
-        f"ccxt:exchange=kraken,symbols={'+'.join(SYMBOLS)},channels=book,depth={DEPTH},limit=1000,"
-        f"url_base={venue.base}"))
-    task = asyncio.create_task(feed.run(sink))
-    try:
-        assert await wait_until(venue.done.is_set, 30), "replay did not finish"
-
-        def books_match() -> bool:
-            books = Books().apply(sink.events)
-            return all(s in books.books and books.top(s, DEPTH) == expected.top(s, DEPTH) for s in SYMBOLS)
-
-        await wait_until(books_match, 5)
-        return feed, list(sink.events), venue
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await venue.stop()
+    venue = KrakenVenue(speed=20, start_when=set(SYMBOLS))
+    feed, events = await replay_to_feed(
+        venue, lambda base: f"ccxt:exchange=kraken,symbols={'+'.join(SYMBOLS)},channels=book,depth={DEPTH},"
+                            f"limit=1000,url_base={base}",
+        expected, SYMBOLS, DEPTH)
+    return feed, events, venue
 
 
 def test_books_match_the_capture() -> None:
