@@ -13,8 +13,8 @@ funding where they exist. After a warm-up, it measures for ``--seconds`` and pri
   ``ts_recv_ns`` (the server's receive time), over book deltas and trades (NBBO separately);
 - streams ended with RESOURCE_EXHAUSTED (or any other status), book sequence gaps seen (a delta whose
   sequence is not the previous one + 1 without a snapshot in between), resync snapshots;
-- the server's RSS at the start and end of the window (``/proc/<pid>/status`` VmRSS) and its CPU use, the
-  workers' CPU use;
+- the server's RSS at the start and end of the window (``/proc/<pid>/status`` VmRSS) and its CPU use (with
+  ``--grpc-front``, the front process's CPU too), the workers' CPU use;
 - whether the server kept up: ``md_events_applied_total`` (metrics endpoint, polled every 0.25 s) over the
   window against the simulator's configured rate.
 
@@ -97,7 +97,10 @@ class Server:
         return rss_kib(self.proc.pid) if self.proc is not None else 0
 
     def cpu_s(self) -> float:
-        return cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+        """CPU seconds of the service, its gRPC front process included (``--grpc-front``)."""
+        if self.proc is None:
+            return 0.0
+        return cpu_seconds(self.proc.pid) + sum(cpu_seconds(c) for c in children(self.proc.pid))
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -136,13 +139,27 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def start_server(feed: str, log_level: str) -> Server:
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def start_server(feed: str, log_level: str, grpc_front: bool = False) -> Server:
     port, mport = free_port(), free_port()
     data_dir = tempfile.mkdtemp(prefix="mds-stream-load.")
     log_path = os.path.join(data_dir, "server.log")
     args = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--grpc-port", str(port),
             "--metrics-port", str(mport), "--data-dir", os.path.join(data_dir, "data"), "--feed", feed,
-            "--log-level", log_level]
+            "--log-level", log_level, *(["--grpc-front"] if grpc_front else [])]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -571,6 +588,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--all-sim-symbols", action="store_true",
                    help="run the simulator over its whole universe (subscribers still take --symbols only)")
     p.add_argument("--target", default="", help="host:port of a running service (loopback); no server is started")
+    p.add_argument("--grpc-front", action="store_true",
+                   help="start the server with --grpc-front (gRPC served by a front process; its CPU is counted)")
     p.add_argument("--slow", action="store_true", help="add one subscriber reading 1 message/s (see above)")
     p.add_argument("--slow-seconds", type=float, default=20.0)
     p.add_argument("--drain-seconds", type=float, default=10.0)
@@ -590,7 +609,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     symbols = [s for s in args.symbols.split(";") if s]
     feed = args.feed or (f"sim:seed={args.seed},rate={args.rate}"
                          + ("" if args.all_sim_symbols else f",symbols={';'.join(symbols)}"))
-    server = Server(args.target) if args.target else start_server(feed, args.log_level)
+    server = Server(args.target) if args.target else start_server(feed, args.log_level, args.grpc_front)
     sampler = Sampler(server)
     ctx = mp.get_context("spawn")
     workers: list[Any] = []
@@ -670,6 +689,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     configured = 0 if args.feed or args.target else args.rate
     out: dict[str, Any] = {
         "bench": "stream_load", "feed": "external" if args.target else feed, "rate": configured,
+        "grpc_front": bool(args.grpc_front),
         "subscribers": args.subscribers, "procs": len(workers), "check_every": args.check_every, "symbols": symbols,
         "items_per_subscriber": len(pb.SubscribeRequest.FromString(request).subscribe.items),
         "subscribed": ready - (1 if args.slow else 0), "window_s": round(window, 2),

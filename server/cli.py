@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
             "sources": tuple(args.source) if args.source else None,
             "grpc_host": args.host,
             "grpc_port": args.grpc_port,
+            "grpc_front": True if args.grpc_front else None,
             "metrics_port": args.metrics_port,
             "data_dir": args.data_dir,
             "log_level": args.log_level,
@@ -42,6 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ServiceFailedError as exc:
         print(f"mds serve: stopped: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. the gRPC port is taken
+        print(f"mds serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -61,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="source priority of an instrument, repeatable: SYMBOL=VENUE[:SILENCE],...[@COMPOSITE]")
     serve.add_argument("--host", help="bind address (GRPC_HOST; default 127.0.0.1)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (GRPC_PORT; default 50051)")
+    serve.add_argument("--grpc-front", action="store_true",
+                       help="serve gRPC from a front process whose loop does nothing else (MDS_GRPC_FRONT=1)")
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (METRICS_PORT; default 9100; -1 off)")
     serve.add_argument("--data-dir", help="embedded storage directory (MDS_DATA_DIR; default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")

@@ -117,7 +117,12 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     market_data = MarketData(engine, max_depth=config.max_book_depth, store=store, feeds=feeds,
                              dead_letters=runtime.dead_letters)
     alerts = Alerts(engine)
-    handle = await build_server(config, runtime, [register_services(market_data, alerts, streams)])
+    try:
+        handle = await build_server(config, runtime, [register_services(market_data, alerts, streams)])
+    except BaseException:
+        if store is not None and not store.closed:  # e.g. the port is taken: close the data directory cleanly
+            store.close()
+        raise
     handle.background.append(asyncio.create_task(streams.run_polling(), name="mds-stream-polling"))
     handle.before_stop.append(hub.close)
     metrics_port = metrics.start(config.metrics_port, config.grpc_host) if config.metrics_port >= 0 else -1

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,15 +25,21 @@ from server.service.interceptors import ObservabilityInterceptor
 
 log = logging.getLogger("mds.server")
 
-Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+Registrar = Callable[[Any], Sequence[str]]
 """Adds one service to the server and returns the full service names it registered."""
+
+
+class Transport(Protocol):
+    """What serves the RPCs: a ``grpc.aio.Server`` here, or the front process (``server.front``)."""
+
+    async def stop(self, grace: float | None) -> None: ...
 
 
 @dataclass
 class ServerHandle:
     """A started server: its bound port, health servicer and the graceful stop."""
 
-    server: grpc.aio.Server
+    server: Transport
     runtime: Runtime
     health: HealthServicer
     port: int
@@ -67,7 +74,30 @@ async def build_server(config: ServiceConfig, runtime: Runtime,
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
-    server = grpc.aio.server(interceptors=[ObservabilityInterceptor()], options=options)
+    interceptors = [ObservabilityInterceptor()]
+    if config.grpc_front:
+        return await _build_front(config, runtime, registrars, options, interceptors)
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    health, names = _register(server, registrars)
+    reflection.enable_server_reflection(names, server)
+    try:
+        port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind gRPC on {config.grpc_host}:{config.grpc_port} (in use, or not an address "
+                      "of this host)")
+    await _not_serving(health, names)
+    await runtime.start()
+    await server.start()
+    handle = ServerHandle(server, runtime, health, port, tuple(names))
+    handle._watch = asyncio.create_task(_serve_when_warm(runtime, health, names))
+    log.info("gRPC serving on %s:%d", config.grpc_host, port)
+    return handle
+
+
+def _register(server: Any, registrars: Sequence[Registrar]) -> tuple[HealthServicer, list[str]]:
+    """The services, health and (by the caller) reflection; returns health and every service name."""
     names: list[str] = []
     for register in registrars:
         names.extend(register(server))
@@ -75,17 +105,43 @@ async def build_server(config: ServiceConfig, runtime: Runtime,
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     names.append(reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
-    if port == 0:
-        raise OSError(f"cannot bind gRPC on {config.grpc_host}:{config.grpc_port}")
+    return health, names
+
+
+async def _not_serving(health: HealthServicer, names: Sequence[str]) -> None:
     for name in ("", *names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def _build_front(config: ServiceConfig, runtime: Runtime, registrars: Sequence[Registrar],
+                       options: Sequence[tuple[str, Any]], interceptors: Sequence[Any]) -> ServerHandle:
+    """``grpc_front``: the same services, run here for a front process that owns the public port."""
+    from grpc_reflection.v1alpha import reflection_pb2_grpc
+
+    from server.front.bridge import FrontServer, HandlerCollector
+
+    reflection_servicer: Any = reflection.aio.ReflectionServicer  # type: ignore[attr-defined]
+    collector = HandlerCollector()
+    health, names = _register(collector, registrars)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer(names), collector)
+    await _not_serving(health, names)
+
+    def lost(reason: str) -> None:
+        log.critical("%s; the service stops", reason)
+        runtime.failure = RuntimeError(reason)
+        runtime.failed.set()
+
     await runtime.start()
-    await server.start()
-    handle = ServerHandle(server, runtime, health, port, tuple(names))
+    try:
+        front = await FrontServer.start(host=config.grpc_host, port=config.grpc_port, options=options,
+                                        service_names=names, collector=collector, interceptors=interceptors,
+                                        log_level=config.log_level, on_lost=lost)
+    except BaseException:
+        await runtime.stop(0)
+        raise
+    handle = ServerHandle(front, runtime, health, front.port, tuple(names))
     handle._watch = asyncio.create_task(_serve_when_warm(runtime, health, names))
-    log.info("gRPC serving on %s:%d", config.grpc_host, port)
+    log.info("gRPC serving on %s:%d through the front process", config.grpc_host, front.port)
     return handle
 
 

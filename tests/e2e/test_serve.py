@@ -73,10 +73,14 @@ class Service:
             raise
 
 
-def start_service(data_dir: Path, *feeds: str) -> Service:
+MODES = ["direct", "front"]
+"""How the service is started in the parametrized tests: gRPC in the service process, or ``--grpc-front``."""
+
+
+def start_service(data_dir: Path, *feeds: str, front: bool = False) -> Service:
     port = _free_port()
     args = [sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port", "0",
-            "--data-dir", str(data_dir)]
+            "--data-dir", str(data_dir), *(["--grpc-front"] if front else [])]
     for feed in feeds or ("sim:seed=7,rate=3000",):
         args += ["--feed", feed]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -91,9 +95,9 @@ def start_service(data_dir: Path, *feeds: str) -> Service:
     return service
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_service(tmp_path_factory.mktemp("data"))
+@pytest.fixture(scope="module", params=MODES)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("data"), front=request.param == "front")
     time.sleep(1.5)  # let the simulator trade for a moment
     yield svc
     svc.stop()
@@ -204,9 +208,10 @@ def test_alert_crud(service: Service) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "perpetual" in (err.value.details() or "")
 
 
-def test_graceful_stop_and_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_graceful_stop_and_restart(tmp_path: Path, mode: str) -> None:
     """Stop with SIGTERM (exit 0 within the grace), start again on the same data: what was stored is there."""
-    svc = start_service(tmp_path)
+    svc = start_service(tmp_path, front=mode == "front")
     try:
         time.sleep(3.0)
         request = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
@@ -217,7 +222,7 @@ def test_graceful_stop_and_restart(tmp_path: Path) -> None:
         started = time.monotonic()
         assert svc.stop() == 0
     assert time.monotonic() - started < 15
-    again = start_service(tmp_path)  # the same data directory opens again
+    again = start_service(tmp_path, front=mode == "front")  # the same data directory opens again
     try:
         window = pb.GetCandlesRequest(symbol="BTC/USD", venue="kraken", interval=candle_pb2.CANDLE_INTERVAL_S1,
                                       start_ns=before[0].open_time_ns, end_ns=before[-1].close_time_ns, limit=1000)

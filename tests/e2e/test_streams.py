@@ -11,14 +11,14 @@ import grpc
 import pytest
 from marketdata.v1 import candle_pb2, market_data_service_pb2
 
-from tests.e2e.test_serve import Service, start_service
+from tests.e2e.test_serve import MODES, Service, start_service
 
 pb = market_data_service_pb2
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = start_service(tmp_path_factory.mktemp("data"), "sim:seed=11,rate=4000")
+@pytest.fixture(scope="module", params=MODES)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("data"), "sim:seed=11,rate=4000", front=request.param == "front")
     time.sleep(1.0)
     yield svc
     svc.stop()
@@ -97,8 +97,9 @@ def test_bad_stream_requests(service: Service, call: object, code: grpc.StatusCo
     assert err.value.details()
 
 
-def test_graceful_stop_ends_open_streams_with_a_status(tmp_path: Path) -> None:
-    svc = start_service(tmp_path, "sim:seed=3,rate=2000")
+@pytest.mark.parametrize("mode", MODES)
+def test_graceful_stop_ends_open_streams_with_a_status(tmp_path: Path, mode: str) -> None:
+    svc = start_service(tmp_path, "sim:seed=3,rate=2000", front=mode == "front")
     stream = svc.md.StreamTrades(pb.StreamTradesRequest(symbols=["BTC/USD"]))
     next(iter(stream))
     svc.proc.send_signal(__import__("signal").SIGTERM)

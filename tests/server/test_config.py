@@ -14,6 +14,19 @@ def test_defaults_match_the_readme() -> None:
     assert (config.grpc_host, config.grpc_port, config.metrics_port, config.http_port) == (
         "127.0.0.1", 50051, 9100, 8080)
     assert config.feeds == ("sim",)
+    assert config.grpc_front is False
+
+
+def test_grpc_front_from_file_env_and_flag(tmp_path: Path) -> None:
+    file = tmp_path / "mds.toml"
+    file.write_text("grpc_front = true\n")
+    assert load_config(str(file), env={}).grpc_front is True
+    assert load_config(str(file), env={"MDS_GRPC_FRONT": "0"}).grpc_front is False
+    for text in ("1", "true", "YES", "on"):
+        assert load_config(env={"MDS_GRPC_FRONT": text}).grpc_front is True
+    assert load_config(env={}, overrides={"grpc_front": True}).grpc_front is True
+    with pytest.raises(ConfigError, match=r"grpc_front.*true/false"):
+        load_config(env={"MDS_GRPC_FRONT": "maybe"})
 
 
 def test_precedence_file_env_flags(tmp_path: Path) -> None:
