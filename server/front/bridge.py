@@ -14,6 +14,7 @@ front dies first, ``on_lost`` is called (``mds serve`` then stops with an error)
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -42,6 +43,8 @@ from server.front.protocol import (
 
 log = logging.getLogger("mds.front")
 
+SOCKET_BUFFER = 4 << 20
+"""Send buffer asked for on the service's end of the socket pair."""
 START_TIMEOUT_S = 30.0
 """How long ``FrontServer.start`` waits for the front to bind."""
 
@@ -234,7 +237,8 @@ class FrontServer:
         self.on_lost = on_lost
         self.port = 0
         self.sock: socket.socket | None = None
-        self._backlog = bytearray()
+        self._backlog: collections.deque[bytes | memoryview] = collections.deque()
+        """What the socket did not take yet, in order (never copied as a whole)."""
         self.process: asyncio.subprocess.Process | None = None
         self.calls: dict[int, _BridgeCall] = {}
         self.reader = FrameReader()
@@ -274,8 +278,9 @@ class FrontServer:
 
     def _attach(self, sock: socket.socket) -> None:
         sock.setblocking(False)
+        with contextlib.suppress(OSError):  # fewer partial writes when many streams send at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         self.sock = sock
-        self._backlog = bytearray()
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
     def write(self, data: bytes) -> None:
@@ -283,7 +288,7 @@ class FrontServer:
         if sock is None:
             return
         if self._backlog:
-            self._backlog += data
+            self._backlog.append(data)
             return
         try:
             sent = sock.send(data)
@@ -293,22 +298,26 @@ class FrontServer:
             self._lose()
             return
         if sent < len(data):
-            self._backlog += data[sent:]
+            self._backlog.append(memoryview(data)[sent:])
             asyncio.get_running_loop().add_writer(sock.fileno(), self._writable)
 
     def _writable(self) -> None:
         sock = self.sock
-        if sock is None:
-            return
-        try:
-            sent = sock.send(self._backlog)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._lose()
-            return
-        del self._backlog[:sent]
-        if not self._backlog:
+        backlog = self._backlog
+        while sock is not None and backlog:
+            head = backlog[0]
+            try:
+                sent = sock.send(head)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._lose()
+                return
+            if sent < len(head):
+                backlog[0] = memoryview(head)[sent:]
+                return
+            backlog.popleft()
+        if sock is not None:
             asyncio.get_running_loop().remove_writer(sock.fileno())
 
     def _readable(self) -> None:

@@ -236,6 +236,8 @@ async def run(fd: int) -> int:
     loop = asyncio.get_running_loop()
     front = Front()
     sock = socket.socket(fileno=fd)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     await loop.create_unix_connection(lambda: front, sock=sock)
     try:
         hello = await front.hello
