@@ -136,13 +136,14 @@ async def serve(config: ServiceConfig) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 1000)
-    print(f"mds: gRPC on {config.grpc_host}:{handle.port}, metrics on {metrics_port}, "
-          f"feeds {', '.join(config.feeds)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # Printed once a stop signal is handled gracefully: a supervisor may signal as soon as it sees this.
+    print(f"mds: gRPC on {config.grpc_host}:{handle.port}, metrics on {metrics_port}, "
+          f"feeds {', '.join(config.feeds)}", flush=True)
     failed = handle.runtime.failed
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -257,6 +257,9 @@ class FrontServer:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "server.front", "--fd", str(theirs.fileno()), "--log-level", log_level,
                 pass_fds=(theirs.fileno(),))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._attach(ours)

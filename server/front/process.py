@@ -8,7 +8,8 @@ parses one. Because this loop does no other work, grpc's transport sends each me
 arrives, which is what the service's own busy loop could not do (see BENCHMARKS.md).
 
 Its life is the service's: on STOP it stops the server with the given grace, and when the socket pair
-closes (the service ended or was killed) it ends every call with UNAVAILABLE and exits.
+closes (the service ended or was killed) it ends every call with UNAVAILABLE and exits. It ignores SIGINT
+and SIGTERM, which a terminal or a supervisor sends to the whole process group: the service handles them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -272,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair (inherited)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    # Ctrl-C in a terminal (or a stop signal to the whole process group) is the service's to handle: it
+    # stops this process gracefully with STOP, or its death closes the socket pair.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from server.logs import setup_logging
 
     setup_logging(args.log_level)

@@ -75,3 +75,31 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, mode: str) -> None:
     assert done.returncode == 1
     assert f"mds serve: cannot bind gRPC on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr and "CRITICAL" not in done.stderr
+
+
+def test_ctrl_c_to_the_process_group_stops_both_gracefully(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the front too: it leaves the stop to the service, which exits 0."""
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port",
+                             "-1", "--data-dir", str(tmp_path), "--feed", "sim:seed=5,rate=500", "--grpc-front",
+                             "--log-level", "WARNING"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert "mds: gRPC on" in proc.stdout.readline()  # printed once serving
+        [front] = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+        assert _gone(front, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
