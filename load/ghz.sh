@@ -4,7 +4,9 @@
 #
 # Prints a summary line per call (load/ghz_summary.py), then one JSON line: QPS (ghz's, all calls; ok_qps: OK calls
 # only, since ghz ends a -z run by cancelling the calls in flight) and p50/p99 latency (ms) of both calls, and the
-# ratio GetOrderBook QPS / trivial QPS (the target: >= 0.9).
+# ratio GetOrderBook QPS / trivial QPS (the target: >= 0.9). With a started server it also prints the
+# server's CPU per call of each (its front process included): ghz runs on the same cores, so its own decoding
+# of the larger response lowers GetOrderBook's QPS; the CPU ratio is the server's side alone.
 #
 # Usage (from anywhere):  load/ghz.sh   (ghz -c $GHZ_C -z $GHZ_Z per call; the whole run is bounded)
 # Environment (all optional):
@@ -80,11 +82,18 @@ health_call="grpc.health.v1.Health/Check"
 book_desc=(--import-paths protos --proto protos/marketdata/v1/market_data_service.proto)
 health_desc=(--protoset "$work/health.protoset")
 
-run_ghz() {  # call data duration out-file descriptor-args...
-  local call="$1" data="$2" dur="$3" out="$4"
+server_cpu() {  # CPU seconds of the started server and its children (the --grpc-front process); 0 if external
+  if [ -z "$server_pid" ]; then echo 0; return; fi
+  "$py" -c 'import sys; from load.stream_load import children, cpu_seconds; p = int(sys.argv[1]); print(cpu_seconds(p) + sum(cpu_seconds(c) for c in children(p)))' "$server_pid"
+}
+
+run_ghz() {  # call data duration out-file descriptor-args...; also writes the server's CPU seconds to out-file.cpu
+  local call="$1" data="$2" dur="$3" out="$4" before
   shift 4
+  before="$(server_cpu)"
   "$ghz" --insecure "$@" --call "$call" -d "$data" -c "$c" -z "$dur" --connections "$conns" --format json \
     -o "$out" "$target" >/dev/null
+  echo "$before $(server_cpu)" >"$out.cpu"
 }
 
 if [ "$warmup" != "0" ]; then

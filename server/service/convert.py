@@ -98,6 +98,7 @@ __all__ = [
     "exclusion_reason_pb",
     "feed_status_pb",
     "field_bytes",
+    "fill_book_snapshot",
     "funding_rate_pb",
     "index_price_pb",
     "instrument_pb",
@@ -559,8 +560,14 @@ def book_snapshot_from_book(book: L2Book, depth: int | None, sequence: int) -> b
     current status, the timestamps those of the last applied event. ``sequence`` is the caller's stream
     sequence (e.g. the one of the last update the engine emitted for this book).
     """
-    n = depth or None
     m = _BookSnapshotPb()
+    fill_book_snapshot(m, book, depth, sequence)
+    return m
+
+
+def fill_book_snapshot(m: book_pb2.BookSnapshot, book: L2Book, depth: int | None, sequence: int) -> None:
+    """``book_snapshot_from_book`` written into ``m`` (e.g. a response's field: no copy)."""
+    n = depth or None
     m.venue = book.venue
     m.symbol = book.symbol
     m.sequence = sequence
@@ -574,7 +581,6 @@ def book_snapshot_from_book(book: L2Book, depth: int | None, sequence: int) -> b
     m.status = _BOOK_STATUS[book.status]
     m.ts_event_ns = book.last_ts_event
     m.ts_recv_ns = book.last_ts_recv
-    return m
 
 
 _GAP_REASONS: Final[dict[str, book_pb2.BookGapReason.ValueType]] = {

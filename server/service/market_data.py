@@ -37,6 +37,8 @@ MAX_TRADES = 10_000
 MAX_CANDLES = 10_000
 DEFAULT_DEAD_LETTERS = 100
 MAX_DEAD_LETTERS = 10_000
+_MAX_CACHED_BOOKS = 4096
+"""Encoded GetOrderBook responses kept (one per venue, symbol and depth asked for); cleared when full."""
 
 
 class CandleStore(Protocol):
@@ -76,6 +78,7 @@ class MarketData:
         """The running feeds; those with ``status()`` (feeds.protocols.ReportsStatus) answer GetFeedStatus."""
         self.dead_letters = dead_letters
         """The runtime's dead-letter recorder (``Runtime.dead_letters``); None: ListDeadLetters from storage only."""
+        self._book_responses: dict[tuple[str, str, int], tuple[tuple[int, int, int, object, int], bytes]] = {}
 
     # -- validation helpers ---------------------------------------------------------------------
 
@@ -127,7 +130,8 @@ class MarketData:
             resp.instruments.append(convert.instrument_pb(inst))
         return resp
 
-    async def GetOrderBook(self, request: pb.GetOrderBookRequest, context: Ctx) -> pb.GetOrderBookResponse:
+    async def GetOrderBook(self, request: pb.GetOrderBookRequest, context: Ctx) -> pb.GetOrderBookResponse | bytes:
+        """A venue book is returned serialized (its response serializer passes bytes through)."""
         symbol = await self._symbol(request.symbol, context)
         depth = await self._depth(request.depth, context)
         venue = await self._venue(symbol, request.venue, context)
@@ -136,7 +140,18 @@ class MarketData:
             book = self.engine.book(venue, symbol)
             if book is None:
                 await _not_found(context, f"no book for {symbol} on {venue}")
-            resp.venue_book.CopyFrom(convert.book_snapshot_from_book(book, depth, book.version))
+            # Encoded once per book state and depth: callers polling a book between its updates share it.
+            stamp = (id(book), book.version, book.seq, book.status, book.last_ts_recv)
+            key = (venue, symbol, depth)
+            hit = self._book_responses.get(key)
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            convert.fill_book_snapshot(resp.venue_book, book, depth, book.version)
+            data = resp.SerializeToString()
+            if len(self._book_responses) >= _MAX_CACHED_BOOKS:
+                self._book_responses.clear()
+            self._book_responses[key] = (stamp, data)
+            return data
         else:
             resp.consolidated_book.CopyFrom(
                 convert.consolidated_book_pb(self.engine.consolidated_book(symbol, depth)))

@@ -398,6 +398,16 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def _serializer(response_class: Any) -> Callable[[Any], bytes]:
+    """A unary response's serializer; bytes (a response a handler encoded once and cached) pass through."""
+    serialize = response_class.SerializeToString
+
+    def encode(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return encode
+
+
 def service_handlers(unary: MarketData, alerts: Alerts, streams: Streams) -> list[Any]:
     """Generic handlers for both services: unary methods with the protobuf serializers, streams with an
     identity serializer (their handlers yield bytes encoded once and shared)."""
@@ -425,7 +435,7 @@ def service_handlers(unary: MarketData, alerts: Alerts, streams: Streams) -> lis
                 owner = impls[0]
                 methods[method.name] = grpc.unary_unary_rpc_method_handler(
                     getattr(owner, method.name), request_deserializer=request_class.FromString,
-                    response_serializer=response_class.SerializeToString)
+                    response_serializer=_serializer(response_class))
         handlers.append(grpc.method_handlers_generic_handler(service.full_name, methods))
     return handlers
 
