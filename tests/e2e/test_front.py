@@ -13,20 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_serve import MODES, ROOT, start_service
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
+from load.stream_load import children as _children
+from tests.e2e.test_serve import MODES, ROOT, _free_port, start_service
 
 
 def _gone(pid: int, timeout_s: float) -> bool:
@@ -79,7 +67,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, mode: str) -> None:
 
 def test_ctrl_c_to_the_process_group_stops_both_gracefully(tmp_path: Path) -> None:
     """A terminal's Ctrl-C reaches the front too: it leaves the stop to the service, which exits 0."""
-    port = _port()
+    port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port",
                              "-1", "--data-dir", str(tmp_path), "--feed", "sim:seed=5,rate=500", "--grpc-front",
                              "--log-level", "WARNING"],
@@ -98,8 +86,3 @@ def test_ctrl_c_to_the_process_group_stops_both_gracefully(tmp_path: Path) -> No
             proc.kill()
             proc.wait()
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
