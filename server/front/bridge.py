@@ -244,7 +244,6 @@ class FrontServer:
         self.reader = FrameReader()
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.stopping = False
-        self.lost = asyncio.Event()
 
     @classmethod
     async def start(cls, *, host: str, port: int, options: Sequence[tuple[str, Any]], service_names: Iterable[str],
@@ -389,7 +388,6 @@ class FrontServer:
             self._cancel(call)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("the front process closed the socket"))
-        self.lost.set()
         if not self.stopping and self.port:  # serving (not a failed start) and not stopped by us
             self.on_lost("the gRPC front process ended unexpectedly")
 
