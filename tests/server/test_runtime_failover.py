@@ -71,7 +71,9 @@ def test_the_composite_fails_over_and_back_while_candles_continue() -> None:
         return max(b - a for a, b in pairwise(times))
 
     assert widest_gap("coinbase") > SEC
-    assert widest_gap("primary") < 300 * MS
+    # At most the failover's own detection time (bounded above at 700 ms): never the 1.5 s silence. (300 ms
+    # held on a quiet machine; a loaded one stretched a gap to 332 ms.)
+    assert widest_gap("primary") < 700 * MS
     tids = [u.trade_id for u in updates if isinstance(u, Trade) and u.venue == "primary"]
     assert len(tids) == len(set(tids))
     assert {t.split(":")[0] for t in tids} == {"coinbase", "kraken"}
