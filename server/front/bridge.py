@@ -28,7 +28,7 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from server.front.protocol import (
-    WINDOW,
+    CreditWindow,
     Frame,
     FrameReader,
     Kind,
@@ -187,21 +187,15 @@ class _BridgeCall:
         self.id = call_id
         self.handler = handler
         self.requests: asyncio.Queue[object] = asyncio.Queue()  # bounded by the front's window
-        self.window = WINDOW
-        self.room = asyncio.Event()
+        self.window = CreditWindow()
         self.cancelled = False
         self.finished = False
         self.task: asyncio.Task[None] | None = None
 
     async def send(self, message: Any) -> None:
-        while self.window <= 0:
-            if self.cancelled:
-                raise _ClosedError
-            self.room.clear()
-            await self.room.wait()
-        if self.cancelled:
+        if not await self.window.wait():
             raise _ClosedError
-        self.window -= 1
+        self.window.take()
         serialize = self.handler.response_serializer
         self.bridge.write(frame(Frame.MSG, self.id, serialize(message) if serialize is not None else message))
 
@@ -368,8 +362,7 @@ class FrontServer:
             elif kind == Frame.CREDIT:
                 call = self.calls.get(call_id)
                 if call is not None:
-                    call.window += read_credit(body)
-                    call.room.set()
+                    call.window.grant(read_credit(body))
             elif kind == Frame.OPEN:
                 self._open(call_id, read_json(body))
             elif kind == Frame.HALF_CLOSE:
@@ -394,7 +387,7 @@ class FrontServer:
     @staticmethod
     def _cancel(call: _BridgeCall) -> None:
         call.cancelled = True
-        call.room.set()
+        call.window.close()
         if call.task is not None:
             call.task.cancel()
 
@@ -464,9 +457,7 @@ class FrontServer:
             return
         try:
             while True:
-                while call.window <= 0 and not call.cancelled:  # pull the next message only when it can go
-                    call.room.clear()
-                    await call.room.wait()
+                await call.window.wait()  # pull the next message only when it can go (send() sees a close)
                 try:
                     message = await result.__anext__()
                 except StopAsyncIteration:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 
 from server.front.protocol import (
-    WINDOW,
+    CreditWindow,
     Frame,
     FrameReader,
     Kind,
@@ -49,14 +49,13 @@ _GONE = (grpc.StatusCode.UNAVAILABLE, "the service process is gone")
 class _Call:
     """One forwarded RPC: the frames the service sent for it, and the send window towards it."""
 
-    __slots__ = ("ended", "id", "inbox", "room", "window")
+    __slots__ = ("ended", "id", "inbox", "window")
 
     def __init__(self, call_id: int) -> None:
         self.id = call_id
         self.inbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()  # bounded by the service's window
         self.ended = False
-        self.window = WINDOW  # request messages we may still send
-        self.room = asyncio.Event()
+        self.window = CreditWindow()  # request messages we may still send
 
 
 class Front(asyncio.Protocol):
@@ -94,8 +93,7 @@ class Front(asyncio.Protocol):
             elif kind == Frame.CREDIT:
                 call = self.calls.get(call_id)
                 if call is not None:
-                    call.window += read_credit(body)
-                    call.room.set()
+                    call.window.grant(read_credit(body))
             elif kind == Frame.HELLO and not self.hello.done():
                 self.hello.set_result(read_json(body))
             elif kind == Frame.STOP and not self.stop_grace.done():
@@ -105,11 +103,11 @@ class Front(asyncio.Protocol):
         self.transport = None
         for call in self.calls.values():
             call.inbox.put_nowait((Frame.END, b""))
-            call.room.set()
+            call.window.close()
         if not self.hello.done():
             self.hello.set_exception(ConnectionError("the service closed the socket before HELLO"))
-        if not self.stop_grace.done():
-            self.stop_grace.set_result(0.0)
+        if not self.stop_grace.done():  # a short grace: each call ends with "the service process is gone"
+            self.stop_grace.set_result(1.0)
 
     def send(self, data: bytes) -> None:
         """Queue a frame; frames of one loop turn go out in one write (credits are frequent and small)."""
@@ -153,10 +151,9 @@ class Front(asyncio.Protocol):
             self.send(frame(Frame.MSG, call.id, single or b""))
         else:
             async for request in requests:
-                while call.window <= 0 and self.transport is not None:
-                    call.room.clear()
-                    await call.room.wait()
-                call.window -= 1
+                if not await call.window.wait():
+                    return
+                call.window.take()
                 self.send(frame(Frame.MSG, call.id, request))
         self.send(frame(Frame.HALF_CLOSE, call.id))
 

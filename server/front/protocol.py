@@ -1,4 +1,5 @@
-"""The frames between the gRPC front process and the service process (pure: no I/O).
+"""The frames between the gRPC front process and the service process, and the per-call credit window
+(no I/O).
 
 A frame is ``<u32 body length><u8 type><u32 call id><body>`` (little-endian). Control bodies (HELLO,
 READY, OPEN, END, STOP) are JSON; MSG bodies are a serialized protobuf message as it is; CREDIT bodies are
@@ -19,6 +20,7 @@ conflate and a hopeless subscriber is ended) and never into the pipe.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import json
@@ -121,8 +123,39 @@ class FrameReader:
             end = pos + 9 + n
             if end > size:
                 break
-            out.append((kind, call, bytes(buf[pos + 9:end])))
+            with memoryview(buf) as view:  # one copy per body (a bytearray slice would be a second)
+                out.append((kind, call, bytes(view[pos + 9:end])))
             pos = end
         if pos:
             del buf[:pos]
         return out
+
+
+class CreditWindow:
+    """How many more MSG frames one side may send on a call: ``wait`` for room, ``take`` one per frame,
+    ``grant`` on the peer's CREDIT, ``close`` when the call or the connection ends (waiters wake)."""
+
+    __slots__ = ("_more", "closed", "room")
+
+    def __init__(self, size: int = WINDOW) -> None:
+        self.room = size
+        self.closed = False
+        self._more = asyncio.Event()
+
+    async def wait(self) -> bool:
+        """True once a frame may be sent; False if the window was closed."""
+        while self.room <= 0 and not self.closed:
+            self._more.clear()
+            await self._more.wait()
+        return not self.closed
+
+    def take(self) -> None:
+        self.room -= 1
+
+    def grant(self, count: int) -> None:
+        self.room += count
+        self._more.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._more.set()

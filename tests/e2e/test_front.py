@@ -65,8 +65,10 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path, mode: str) -> None:
     assert "Traceback" not in done.stderr and "CRITICAL" not in done.stderr
 
 
-def test_ctrl_c_to_the_process_group_stops_both_gracefully(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C reaches the front too: it leaves the stop to the service, which exits 0."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_process_group_stops_both_gracefully(tmp_path: Path, sig: signal.Signals) -> None:
+    """A terminal's Ctrl-C (or a supervisor's SIGTERM to the group) reaches the front too: it leaves the
+    stop to the service, which exits 0."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--grpc-port", str(port), "--metrics-port",
                              "-1", "--data-dir", str(tmp_path), "--feed", "sim:seed=5,rate=500", "--grpc-front",
@@ -77,7 +79,7 @@ def test_ctrl_c_to_the_process_group_stops_both_gracefully(tmp_path: Path) -> No
         assert proc.stdout is not None
         assert "mds: gRPC on" in proc.stdout.readline()  # printed once serving
         [front] = _children(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-3000:]
         assert _gone(front, 10)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from server.front.protocol import (
+    WINDOW,
+    CreditWindow,
     Frame,
     FrameReader,
     ProtocolError,
@@ -59,3 +63,23 @@ def test_a_corrupt_header_is_refused(data: bytes) -> None:
 def test_a_bad_control_body_is_refused() -> None:
     with pytest.raises(ProtocolError, match="bad control frame"):
         read_json(b"{not json")
+
+
+def test_the_credit_window_holds_back_after_its_size_and_wakes_on_credit_or_close() -> None:
+    async def main() -> None:
+        window = CreditWindow()
+        for _ in range(WINDOW):
+            assert await window.wait()
+            window.take()
+        waiter = asyncio.ensure_future(window.wait())
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        window.grant(1)
+        assert await waiter is True
+        window.take()
+        waiter = asyncio.ensure_future(window.wait())
+        await asyncio.sleep(0.01)
+        window.close()
+        assert await waiter is False
+
+    asyncio.run(main())
