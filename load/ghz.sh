@@ -5,8 +5,9 @@
 # Prints a summary line per call (load/ghz_summary.py), then one JSON line: QPS (ghz's, all calls; ok_qps: OK calls
 # only, since ghz ends a -z run by cancelling the calls in flight) and p50/p99 latency (ms) of both calls, and the
 # ratio GetOrderBook QPS / trivial QPS (the issue's target: >= 0.9). With a started server it also prints the
-# server's CPU per call of each (its front process included): ghz runs on the same cores, so its own decoding
-# of the larger response lowers GetOrderBook's QPS; the CPU ratio is the server's side alone.
+# server's CPU per call of each (its front process included). By default the server and ghz get a CPU each
+# (GHZ_PIN): unpinned, ghz's own decoding of the larger response takes CPU from the server and lowers
+# GetOrderBook's QPS; the CPU ratio is the server's side alone either way.
 #
 # Usage (from anywhere):  load/ghz.sh   (ghz -c $GHZ_C -z $GHZ_Z per call; the whole run is bounded)
 # Environment (all optional):
@@ -17,6 +18,10 @@
 #   GHZ_CONNECTIONS  TCP connections ghz spreads the workers over (default 1)
 #   GHZ_WARMUP   duration of an unrecorded warm-up run of each call (default 2s; 0 for none)
 #   GHZ_ROUNDS   alternating rounds (health, book, health, book, ...; default 1); figures are per-call medians
+#   GHZ_PIN      1 (the default where there are 2+ CPUs and taskset): the started server (and its front process) runs
+#                on CPU 0 and ghz on CPU 1 (taskset; ghz --cpus 1), so the load generator does not spend the server's
+#                CPU and the QPS measured is the server's; 0: both share every CPU (ghz's own decoding then lowers
+#                GetOrderBook's QPS)
 # The started server gets free ports and a temporary data directory, and is stopped (SIGTERM) on exit.
 set -euo pipefail
 
@@ -33,6 +38,20 @@ z="${GHZ_Z:-10s}"
 conns="${GHZ_CONNECTIONS:-1}"
 warmup="${GHZ_WARMUP:-2s}"
 rounds="${GHZ_ROUNDS:-1}"
+pin="${GHZ_PIN:-auto}"
+if [ "$pin" = "auto" ]; then
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin=1; else pin=0; fi
+fi
+server_cmd=()
+ghz_cmd=("$ghz")
+if [ "$pin" = "1" ]; then
+  if [ "$(nproc)" -lt 2 ]; then echo "GHZ_PIN=1 needs 2 CPUs; this machine has $(nproc)" >&2; exit 2; fi
+  command -v taskset >/dev/null || { echo "GHZ_PIN=1 needs taskset (util-linux)" >&2; exit 2; }
+  server_cmd=(taskset -c 0)
+  ghz_cmd=(taskset -c 1 "$ghz" --cpus 1)
+elif [ "$pin" != "0" ]; then
+  echo "GHZ_PIN must be 0 or 1, got '$pin'" >&2; exit 2
+fi
 feed="${MDS_FEED:-sim:seed=7,rate=2000}"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/mds-ghz.XXXXXX")"
@@ -54,7 +73,7 @@ if [ -n "${MDS_TARGET:-}" ]; then
 else
   port="$(free_port)"
   mport="$(free_port)"
-  "$py" -m server.cli serve --grpc-port "$port" --metrics-port "$mport" --data-dir "$work/data" \
+  "${server_cmd[@]}" "$py" -m server.cli serve --grpc-port "$port" --metrics-port "$mport" --data-dir "$work/data" \
     --feed "$feed" --log-level WARNING >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   target="127.0.0.1:$port"
@@ -91,7 +110,7 @@ run_ghz() {  # call data duration out-file descriptor-args...; also writes the s
   local call="$1" data="$2" dur="$3" out="$4" before
   shift 4
   before="$(server_cpu)"
-  "$ghz" --insecure "$@" --call "$call" -d "$data" -c "$c" -z "$dur" --connections "$conns" --format json \
+  "${ghz_cmd[@]}" --insecure "$@" --call "$call" -d "$data" -c "$c" -z "$dur" --connections "$conns" --format json \
     -o "$out" "$target" >/dev/null
   echo "$before $(server_cpu)" >"$out.cpu"
 }
@@ -106,4 +125,4 @@ for r in $(seq 1 "$rounds"); do  # alternate the two calls, so drift on a shared
 done
 
 "$py" -m load.ghz_summary --dir "$work" --rounds "$rounds" --concurrency "$c" --duration "$z" \
-  --connections "$conns" --target "$target" --server "${MDS_TARGET:+external}${MDS_TARGET:-$feed}"
+  --connections "$conns" --pinned "$pin" --target "$target" --server "${MDS_TARGET:+external}${MDS_TARGET:-$feed}"

@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", required=True)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--target", required=True)
+    parser.add_argument("--pinned", type=int, choices=(0, 1), default=0,
+                        help="1: the server ran on CPU 0 and ghz on CPU 1 (GHZ_PIN=1)")
     parser.add_argument("--server", default="", help="the feed of the started server, or 'external...'")
     args = parser.parse_args(argv)
     health = combined(args.dir, "health", args.rounds)
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(ratio {cpu_ratio})")
     print(json.dumps({"bench": "ghz_unary", "target": args.target, "server": args.server,
                       "concurrency": args.concurrency, "duration": args.duration,
-                      "connections": args.connections, "rounds": args.rounds,
+                      "connections": args.connections, "rounds": args.rounds, "pinned": bool(args.pinned),
                       "get_order_book": book, "health_check": health,
                       "qps_ratio_book_over_trivial": round(ratio, 3), "server_cpu_ratio": cpu_ratio,
                       "target_ratio": TARGET_RATIO,

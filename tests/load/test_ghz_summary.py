@@ -31,12 +31,14 @@ def test_summary_with_server_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert out["health_check"]["server_cpu_us_per_call"] == pytest.approx(500, abs=0.1)
     assert out["get_order_book"]["server_cpu_us_per_call"] == pytest.approx(550, abs=0.1)
     assert out["server_cpu_ratio"] == round(500 / 550, 3)
+    assert out["pinned"] is False
 
 
 def test_summary_without_cpu_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _report(tmp_path / "health.1.json", 2000, 20000, 10, None)
     _report(tmp_path / "book.1.json", 1900, 19000, 10, None)
-    ghz_summary.main(["--dir", str(tmp_path), "--concurrency", "50", "--duration", "10s", "--target", "x:1"])
+    ghz_summary.main(["--dir", str(tmp_path), "--concurrency", "50", "--duration", "10s", "--target", "x:1",
+                      "--pinned", "1"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["server_cpu_ratio"] is None and out["met"] is True
+    assert out["server_cpu_ratio"] is None and out["met"] is True and out["pinned"] is True
     assert "server_cpu_us_per_call" not in out["get_order_book"]
