@@ -12,9 +12,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _mds_serve_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "server.cli serve"], capture_output=True, text=True, check=False)
-    return {int(p) for p in out.stdout.split()}
+def _mds_serve_pids() -> set[str]:
+    """Pids of running ``server.cli serve`` processes (from /proc: no procps needed)."""
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"server.cli\x00serve" in cmdline.read_bytes():
+                pids.add(cmdline.parent.name)
+        except OSError:
+            continue
+    return pids
 
 
 @pytest.mark.parametrize("pin", ["1", "0"])
