@@ -18,10 +18,10 @@
 #   GHZ_CONNECTIONS  TCP connections ghz spreads the workers over (default 1)
 #   GHZ_WARMUP   duration of an unrecorded warm-up run of each call (default 2s; 0 for none)
 #   GHZ_ROUNDS   alternating rounds (health, book, health, book, ...; default 1); figures are per-call medians
-#   GHZ_PIN      1 (the default where there are 2+ CPUs and taskset): the started server (and its front process) runs
-#                on CPU 0 and ghz on CPU 1 (taskset; ghz --cpus 1), so the load generator does not spend the server's
-#                CPU and the QPS measured is the server's; 0: both share every CPU (ghz's own decoding then lowers
-#                GetOrderBook's QPS)
+#   GHZ_PIN      1 (the default where there are 2+ CPUs and taskset, and no MDS_TARGET): the started server (and its
+#                front process) runs on CPU 0 and ghz on CPU 1 (taskset; ghz --cpus 1), so the load generator does not
+#                spend the server's CPU and the QPS measured is the server's; with MDS_TARGET only ghz is pinned.
+#                0: both share every CPU (ghz's own decoding then lowers GetOrderBook's QPS)
 # The started server gets free ports and a temporary data directory, and is stopped (SIGTERM) on exit.
 set -euo pipefail
 
@@ -39,8 +39,8 @@ conns="${GHZ_CONNECTIONS:-1}"
 warmup="${GHZ_WARMUP:-2s}"
 rounds="${GHZ_ROUNDS:-1}"
 pin="${GHZ_PIN:-auto}"
-if [ "$pin" = "auto" ]; then
-  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin=1; else pin=0; fi
+if [ "$pin" = "auto" ]; then  # pin only a server this script starts
+  if [ -z "${MDS_TARGET:-}" ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then pin=1; else pin=0; fi
 fi
 server_cmd=()
 ghz_cmd=("$ghz")

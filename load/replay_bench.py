@@ -10,7 +10,8 @@ the server's side of a replay. ``--grpc`` adds the transport: a grpc.aio server 
 reads the whole range with the typed stub, parsing every message; it prints updates/s as the client saw
 them. With ``--grpc`` it also runs the peer for that figure: the same server and client, but the handler
 sends the replay's messages already built in memory, so it shows what gRPC and a Python client can carry on
-this box when storage costs nothing (the ceiling a replay could reach). The last line is JSON.
+this box when storage costs nothing (the ceiling a replay could reach; it holds the whole replay in
+memory, about 83 MB per million records). The last line is JSON.
 """
 
 from __future__ import annotations
