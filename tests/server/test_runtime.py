@@ -221,7 +221,9 @@ def test_a_preparing_writer_encodes_as_records_arrive_and_loses_only_what_it_can
     assert writer.prepared >= 3
 
 
-def test_a_preparing_writer_gets_records_in_steps_of_prepare_records() -> None:
+def test_a_preparing_writer_gets_records_in_steps_of_prepare_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the step may cut a piece here: a loaded machine once stretched 5 rounds past PREPARE_WAIT_S (50 ms).
+    monkeypatch.setattr(runtime_module, "PREPARE_WAIT_S", 60.0)
     writer = _PreparingWriter()
     sizes: list[int] = []
     prepare = writer.prepare
