@@ -1,6 +1,7 @@
 """mds server: the state engine, the gRPC service and the CLI.
 
-On import, checks that no mypyc-compiled module (the engine, the simulator's model; scripts/build_native.py) is
+On import, checks that no mypyc-compiled module (the engine, the simulator's model, the hub's wire
+encoder; scripts/build_native.py) is
 older than its source: a stale build would silently run old code.
 """
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 def _check_native_build() -> None:
     root = Path(__file__).resolve().parent
-    for so in [*root.glob("engine/*.so"), *root.parent.glob("feeds/simulator/*.so")]:
+    for so in [*root.glob("engine/*.so"), *root.glob("service/*.so"),
+               *root.parent.glob("feeds/simulator/*.so")]:
         source = so.parent / (so.name.split(".", 1)[0] + ".py")
         if source.exists() and source.stat().st_mtime > so.stat().st_mtime:
             raise ImportError(

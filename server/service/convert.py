@@ -64,6 +64,7 @@ from server.engine.updates import (
     DepthHeatmap,
     Nbbo,
 )
+from server.service import wire
 from server.storage.dead_letters import DeadLetterRecord
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "batch_bytes",
     "batch_from_items",
     "batch_item",
+    "book_delta_bytes",
     "book_delta_pb",
     "book_gap_pb",
     "book_gap_reason_pb",
@@ -116,6 +118,7 @@ __all__ = [
     "source_from_pb",
     "source_pb",
     "ticker_pb",
+    "trade_bytes",
     "trade_pb",
     "update_pb",
 ]
@@ -435,6 +438,15 @@ def trade_pb(t: Trade) -> trade_pb2.Trade:
     return m
 
 
+def trade_bytes(t: Trade) -> bytes:
+    """``trade_pb(t).SerializeToString()``: the stream hub's path. Written directly by ``wire.trade``
+    when that is compiled (about 4x faster), else through upb."""
+    if not wire.COMPILED:
+        return trade_pb(t).SerializeToString()
+    venue, symbol, trade_id, price, size, side, ts_event, ts_recv = t
+    return wire.trade(venue, symbol, trade_id, price, size, _SIDE[side], ts_event, ts_recv)
+
+
 # --------------------------------------------------------------------------------------------- books
 
 
@@ -550,6 +562,15 @@ def book_delta_pb(
     u = _BookUpdate()
     _fill_delta(u.delta, ev, sequence, status)
     return u
+
+
+def book_delta_bytes(ev: BookDelta, sequence: int, status: BookStatus = BookStatus.CONSISTENT) -> bytes:
+    """``book_delta_pb(ev, sequence, status).SerializeToString()``: the stream hub's path. Written directly
+    by ``wire.book_delta`` when that is compiled (about 7x faster, no message built), else through upb."""
+    if not wire.COMPILED:
+        return book_delta_pb(ev, sequence, status).SerializeToString()
+    venue, symbol, _first_seq, seq, bids, asks, ts_event, ts_recv = ev
+    return wire.book_delta(venue, symbol, sequence, seq, bids, asks, _BOOK_STATUS[status], ts_event, ts_recv)
 
 
 def book_snapshot_from_book(book: L2Book, depth: int | None, sequence: int) -> book_pb2.BookSnapshot:

@@ -464,18 +464,18 @@ class Hub:
                 topic: Topic = ("book", ev.venue, ev.symbol)
                 if topic in subs:
                     if kind is BookDelta:
-                        msg = convert.book_delta_pb(ev, seq, self._status_after(updates, i, key))  # type: ignore[arg-type]
+                        data = convert.book_delta_bytes(ev, seq, self._status_after(updates, i, key))  # type: ignore[arg-type]
                     elif kind is BookSnapshot:
-                        msg = convert.book_snapshot_pb(ev, seq)  # type: ignore[arg-type]
+                        data = convert.book_snapshot_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
                     else:
-                        msg = convert.quote_book_pb(ev, seq)  # type: ignore[arg-type]
-                    batched.setdefault(topic, []).append(Encoded(msg.SerializeToString(), BOOK))
+                        data = convert.quote_book_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
+                    batched.setdefault(topic, []).append(Encoded(data, BOOK))
             elif kind is Trade:
                 t: Trade = u  # type: ignore[assignment]
                 one: Topic = ("trades", t.symbol, t.venue)
                 anyv: Topic = ("trades", t.symbol, "")
                 if one in subs or anyv in subs:
-                    enc = Encoded(convert.trade_pb(t).SerializeToString(), TRADE)
+                    enc = Encoded(convert.trade_bytes(t), TRADE)
                     for topic in (one, anyv):
                         if topic in subs:
                             batched.setdefault(topic, []).append(enc)
