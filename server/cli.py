@@ -1,4 +1,4 @@
-"""The `mds` command line: `serve` (the service) and `bench engine` (figures)."""
+"""The `mds` command line: `serve` (the service), `bench engine` and `bench hub` (figures)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from server.bench.engine_bench import main as bench_engine
 
         return bench_engine(args[2:])
+    if len(args) >= 2 and args[0] == "bench" and args[1] == "hub":
+        from server.bench.hub_bench import main as bench_hub
+
+        return bench_hub(args[2:])
     parser = argparse.ArgumentParser(prog="mds", description="mds market data service")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the gRPC API (default: the simulator, embedded storage)")
@@ -70,11 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--metrics-port", type=int, help="Prometheus port (METRICS_PORT; default 9100; -1 off)")
     serve.add_argument("--data-dir", help="embedded storage directory (MDS_DATA_DIR; default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    sub.add_parser("bench", help="benchmarks: `mds bench engine [--json] [--quick] [--no-peers]`")
+    sub.add_parser("bench", help="benchmarks: `mds bench engine [--json] [--quick] [--no-peers]`, "
+                   "`mds bench hub [--json] [--events N] [--rounds N]`")
     parsed = parser.parse_args(args)
     if parsed.command == "serve":
         return _serve(parsed)
-    parser.error("usage: mds bench engine [--json] [--quick] [--no-peers]")
+    parser.error("usage: mds bench engine [--json] [--quick] [--no-peers] | mds bench hub [--json]")
     return 2
 
 
