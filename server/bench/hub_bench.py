@@ -35,8 +35,9 @@ SPEC = "sim:seed=1,rate=100000,symbols=BTC/USD;ETH/USD;SOL/USD;BTC-PERP;ETH-PERP
 BATCH_EVENTS = 200
 
 
-def engine_batches(events: int) -> tuple[Engine, list[list[object]]]:
-    """The engine after the simulator's stream, and the engine's update lists, one per batch."""
+def engine_batches(events: int) -> tuple[Engine, list[list[object]], int]:
+    """The engine after the simulator's stream, the engine's update lists (one per batch of about
+    ``BATCH_EVENTS`` events) and the number of events."""
     sim = MarketSimulator(SimulatorConfig.from_spec(SPEC))
     engine = Engine()
     now = time.time_ns()
@@ -50,7 +51,7 @@ def engine_batches(events: int) -> tuple[Engine, list[list[object]]]:
         out: list[object] = []
         engine.apply_batch(step, out)
         batches.append(out)
-    return engine, batches
+    return engine, batches, made
 
 
 def _best_us_per_item(fn: Callable[[], object], items: int, rounds: int) -> float:
@@ -91,7 +92,7 @@ def encoding_figures(batches: list[list[object]], rounds: int) -> dict[str, floa
     }
 
 
-def _hub_us_per_event(engine: Engine, batches: list[list[object]]) -> float:
+def _hub_us_per_event(engine: Engine, batches: list[list[object]], events: int) -> float:
     hub = Hub(engine)
     sub = Subscriber(multiplexed=True, max_pending=10**9)
     symbols = {u.symbol for b in batches for u in b if isinstance(u, (BookDelta, Trade))}
@@ -108,31 +109,30 @@ def _hub_us_per_event(engine: Engine, batches: list[list[object]]) -> float:
         sub.cursor = group.head  # a reader that keeps up: the log is read and trimmed each batch
         group.trim()
     elapsed = time.perf_counter() - started
-    return elapsed / (len(batches) * BATCH_EVENTS) * 1e6
+    return elapsed / events * 1e6
 
 
-def hub_figures(engine: Engine, batches: list[list[object]], rounds: int) -> dict[str, float]:
+def hub_figures(engine: Engine, batches: list[list[object]], events: int, rounds: int) -> dict[str, float]:
     best = {"hub_wire_us_per_event": float("inf"), "hub_upb_us_per_event": float("inf")}
     saved = convert.USE_WIRE
     try:
         for _ in range(rounds):
             for use_wire, key in ((True, "hub_wire_us_per_event"), (False, "hub_upb_us_per_event")):
                 convert.USE_WIRE = use_wire and wire.COMPILED
-                best[key] = min(best[key], _hub_us_per_event(engine, batches))
+                best[key] = min(best[key], _hub_us_per_event(engine, batches, events))
     finally:
         convert.USE_WIRE = saved
     return best
 
 
 def run(events: int, rounds: int) -> dict[str, Any]:
-    engine, batches = engine_batches(events)
+    engine, batches, made = engine_batches(events)
     gc.collect()
     gc.disable()
     try:
-        figures: dict[str, Any] = {"bench": "hub", "events": sum(1 for _ in batches) * BATCH_EVENTS,
-                                   "wire_compiled": wire.COMPILED}
+        figures: dict[str, Any] = {"bench": "hub", "events": made, "wire_compiled": wire.COMPILED}
         figures.update({k: round(v, 3) for k, v in encoding_figures(batches, rounds).items()})
-        figures.update({k: round(v, 3) for k, v in hub_figures(engine, batches, rounds).items()})
+        figures.update({k: round(v, 3) for k, v in hub_figures(engine, batches, made, rounds).items()})
     finally:
         gc.enable()
     return figures

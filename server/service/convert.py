@@ -445,7 +445,7 @@ USE_WIRE: bool = wire.COMPILED
 
 def trade_bytes(t: Trade) -> bytes:
     """``trade_pb(t).SerializeToString()``: the stream hub's path. Written directly by ``wire.trade``
-    when that is compiled (about 4x faster), else through upb."""
+    when that is compiled (about 2x faster), else through upb."""
     if not USE_WIRE:
         return trade_pb(t).SerializeToString()
     venue, symbol, trade_id, price, size, side, ts_event, ts_recv = t
@@ -571,7 +571,7 @@ def book_delta_pb(
 
 def book_delta_bytes(ev: BookDelta, sequence: int, status: BookStatus = BookStatus.CONSISTENT) -> bytes:
     """``book_delta_pb(ev, sequence, status).SerializeToString()``: the stream hub's path. Written directly
-    by ``wire.book_delta`` when that is compiled (about 7x faster, no message built), else through upb."""
+    by ``wire.book_delta`` when that is compiled (about 3.5x faster, no message built), else through upb."""
     if not USE_WIRE:
         return book_delta_pb(ev, sequence, status).SerializeToString()
     venue, symbol, _first_seq, seq, bids, asks, ts_event, ts_recv = ev

@@ -34,6 +34,6 @@ def test_the_peer_run_restores_the_wire_switch() -> None:
     from server.bench.hub_bench import engine_batches, hub_figures
 
     before = convert.USE_WIRE
-    engine, batches = engine_batches(1000)
-    hub_figures(engine, batches, 1)
+    engine, batches, events = engine_batches(1000)
+    hub_figures(engine, batches, events, 1)
     assert before == convert.USE_WIRE
