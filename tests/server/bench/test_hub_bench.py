@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from server.service import convert, wire
 
+ROOT = Path(__file__).resolve().parents[3]
 FIGURES = {"delta_wire_us", "delta_upb_us", "trade_wire_us", "trade_upb_us", "hub_wire_us_per_event",
            "hub_upb_us_per_event"}
 
 
 def test_prints_its_figures_as_json() -> None:
     out = subprocess.run([sys.executable, "-m", "server.cli", "bench", "hub", "--json", "--events", "4000",
-                          "--rounds", "1"], capture_output=True, text=True, timeout=120, check=True).stdout
+                          "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
     figures = json.loads(out)
     assert figures["bench"] == "hub"
     assert figures["events"] >= 4000
@@ -25,7 +27,7 @@ def test_prints_its_figures_as_json() -> None:
 
 def test_refuses_bad_options() -> None:
     done = subprocess.run([sys.executable, "-m", "server.cli", "bench", "hub", "--events", "10"],
-                          check=False, capture_output=True, text=True, timeout=60)
+                          cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--events must be at least" in done.stderr
 
