@@ -10,7 +10,7 @@ loop or hold the GIL (each wrapper adds about a microsecond per call):
 - ``prepare``: ``EmbeddedStore.prepare`` (Arrow encoding for storage, on the loop in steps);
 - ``polled_step``: one step of ``Hub.publish_polled_steps`` (tickers, consolidated books, candles);
 - ``metrics``: ``MetricsUpdater.on_updates``;
-- ``chdb_insert``: ``ChdbConnection.insert_arrow_stream`` (on the storage thread);
+- ``chdb_insert``: one bulk insert, Arrow or RowBinary (``ChdbConnection._insert``, on the storage thread);
 - ``gc0`` / ``gc1`` / ``gc2``: the collector's pauses, per generation (``gc.callbacks``);
 - ``loop_lag``: how late a 1 ms sleep on the loop wakes up (a task of its own, 1000 wakeups/s).
 
@@ -101,8 +101,7 @@ def instrument(samples: Samples) -> None:
         samples, "polled_step", Hub.publish_polled_steps)
     EmbeddedStore.prepare = _timed(samples, "prepare", EmbeddedStore.prepare)  # type: ignore[method-assign]
     MetricsUpdater.on_updates = _timed(samples, "metrics", MetricsUpdater.on_updates)  # type: ignore[method-assign]
-    ChdbConnection.insert_arrow_stream = _timed(  # type: ignore[method-assign]
-        samples, "chdb_insert", ChdbConnection.insert_arrow_stream)
+    ChdbConnection._insert = _timed(samples, "chdb_insert", ChdbConnection._insert)  # type: ignore[method-assign]
     started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:

@@ -67,11 +67,20 @@ class ChdbConnection:
         """``INSERT INTO table (columns)`` from one Arrow IPC stream; returns the rows written.
 
         Inserts run with ``INSERT_SETTINGS``: one thread, at a low OS priority."""
+        return self._insert(table, columns, "ArrowStream", [payload])
+
+    def insert_row_binary(self, table: str, columns: tuple[str, ...], pieces: list[bytes]) -> int:
+        """``INSERT INTO table (columns)`` from RowBinary rows, sent piece by piece (each piece whole rows);
+        returns the rows written. Same settings as ``insert_arrow_stream``."""
+        return self._insert(table, columns, "RowBinary", pieces)
+
+    def _insert(self, table: str, columns: tuple[str, ...], fmt: str, pieces: list[bytes]) -> int:
         sql = f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS {INSERT_SETTINGS}"
         self._check_open()
         try:
-            with self._session.send_insert(sql, "ArrowStream") as ins:
-                ins.append(payload)
+            with self._session.send_insert(sql, fmt) as ins:
+                for piece in pieces:
+                    ins.append(piece)
                 result = ins.finish()
         except Exception as exc:
             raise StorageError(f"insert into {table} failed: {exc}") from exc

@@ -1,8 +1,12 @@
 """Write throughput of the embedded store: ``bench_writes(n)`` -> trade rows per second; book deltas too.
 
-Measures what the service pays per batch: building the Arrow batch from ``Trade`` tuples plus the chdb
-insert (not generating the trades). Not a timed test; run ``python -m server.storage.bench [n] [batch]``.
-chdb allows one open data directory per process, so call it when no other store is open (or pass one).
+Measures what the service pays per batch: encoding the ``Trade`` tuples plus the chdb insert (not
+generating the trades). Not a timed test; run ``python -m server.storage.bench [n] [batch]``. chdb allows
+one open data directory per process, so call it when no other store is open (or pass one).
+
+``python -m server.storage.bench --encode`` times the encoding alone, per step of the sizes the service
+encodes on its event loop (``server.runtime.PREPARE_RECORDS``) and per large batch: RowBinary
+(``rowbinary``, what the store uses when it is compiled) against Arrow (``codec.record_messages``, the peer).
 """
 
 from __future__ import annotations
@@ -10,9 +14,12 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from server.engine.events import BookDelta, Side, Trade
+from server.storage import rowbinary
+from server.storage.codec import SPECS, Kind, record_messages
 from server.storage.store import EmbeddedStore
 
 _T0 = 1_700_000_000_000_000_000
@@ -67,7 +74,34 @@ def _timed(store: EmbeddedStore, trades: list[Trade] | list[BookDelta], batch: i
     return written / elapsed if elapsed > 0 else float("inf")
 
 
+def bench_encoding(rows: int, rounds: int = 2000) -> dict[str, float]:
+    """Microseconds to encode ``rows`` trades and ``rows`` book deltas, best of three runs of ``rounds``
+    calls each: RowBinary against Arrow."""
+    trades, deltas = make_trades(rows), make_deltas(rows)
+    cases: dict[str, Callable[[], object]] = {
+        "trades_rowbinary_us": lambda: rowbinary.trades(trades),  # type: ignore[arg-type]
+        "trades_arrow_us": lambda: record_messages(SPECS[Kind.TRADES], trades),
+        "deltas_rowbinary_us": lambda: rowbinary.book_deltas(deltas),  # type: ignore[arg-type]
+        "deltas_arrow_us": lambda: record_messages(SPECS[Kind.BOOK_DELTAS], deltas),
+    }
+    figures: dict[str, float] = {}
+    for name, fn in cases.items():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(rounds):
+                fn()
+            best = min(best, time.perf_counter() - t)
+        figures[name] = round(best / rounds * 1e6, 1)
+    return figures
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--encode"]:
+        print(f"rowbinary compiled: {rowbinary.COMPILED}")
+        for rows, rounds in ((100, 2000), (50_000, 4)):
+            print(f"{rows:,} rows:", ", ".join(f"{k} {v}" for k, v in bench_encoding(rows, rounds).items()))
+        return
     n = int(argv[0]) if argv else 1_000_000
     batches = [int(argv[1])] if len(argv) > 1 else [10_000, 50_000, 100_000]
     with tempfile.TemporaryDirectory(prefix="mds-bench-") as tmp, EmbeddedStore.open(Path(tmp)) as st:

@@ -36,7 +36,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 
 from server.engine.candles import Candle, Interval
 from server.engine.events import BookDelta, BookSnapshot, Trade, TradingStatusChange
-from server.storage import wire_sql
+from server.storage import rowbinary, wire_sql
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
     ALL_KINDS,
@@ -65,6 +65,13 @@ _REPLAY_RANK: Final = {
     Kind.PRICING: 5,
 }
 _DIRECT_KINDS: Final = (Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.DEAD_LETTERS)
+_ROW_BINARY: Final[dict[Kind, Callable[[list[Any]], bytes]]] = {
+    Kind.TRADES: rowbinary.trades,
+    Kind.BOOK_DELTAS: rowbinary.book_deltas,
+    Kind.BOOK_SNAPSHOTS: rowbinary.book_snapshots,
+    Kind.QUOTES: rowbinary.quotes,
+}
+"""The tables written as RowBinary when ``rowbinary`` is compiled (their rows are the records themselves)."""
 """Kinds whose record tuples are already rows of their table."""
 
 # Expression used in ORDER BY / keyset comparisons for an order column whose stored type differs.
@@ -129,13 +136,15 @@ def _check_range(start_ns: int, end_ns: int, limit: int | None) -> None:
 
 
 class PreparedRecords:
-    """Records encoded for insertion (``EmbeddedStore.prepare``): serialized Arrow record batch messages
-    per table; an insert joins them behind the table's schema."""
+    """Records encoded for insertion (``EmbeddedStore.prepare``), per table: serialized Arrow record batch
+    messages (``batches``; an insert joins them behind the table's schema), or, for the tables
+    ``rowbinary`` encodes when it is compiled, RowBinary rows (``row_binary``)."""
 
-    __slots__ = ("batches", "rows")
+    __slots__ = ("batches", "row_binary", "rows")
 
     def __init__(self) -> None:
         self.batches: dict[Kind, list[bytes]] = {}
+        self.row_binary: dict[Kind, bytes] = {}
         self.rows = 0
 
 
@@ -213,6 +222,14 @@ class EmbeddedStore:
         prepared = PreparedRecords()
         for kind, recs in groups.items():
             spec = SPECS[kind]
+            row_binary = _ROW_BINARY.get(kind) if rowbinary.COMPILED else None
+            if row_binary is not None:
+                try:
+                    prepared.row_binary[kind] = row_binary(recs)
+                except (OverflowError, TypeError, ValueError) as exc:
+                    raise StorageError(f"cannot encode {spec.table} rows: {exc}") from exc
+                prepared.rows += len(recs)
+                continue
             if kind in _DIRECT_KINDS:
                 rows = recs
             elif kind is Kind.CANDLES:
@@ -228,14 +245,20 @@ class EmbeddedStore:
     def write_prepared(self, prepared: Sequence[PreparedRecords]) -> int:
         """Insert prepared records, one bulk insert per table for all of them; returns the rows written."""
         tables: dict[Kind, list[bytes]] = {}
+        row_tables: dict[Kind, list[bytes]] = {}
         for p in prepared:
             for kind, batches in p.batches.items():
                 tables.setdefault(kind, []).extend(batches)
+            for kind, rows in p.row_binary.items():
+                row_tables.setdefault(kind, []).append(rows)
         written = 0
         with self._lock:
             for kind, batches in tables.items():
                 spec = SPECS[kind]
                 written += self._conn.insert_arrow_stream(spec.table, spec.columns, stream(spec, batches))
+            for kind, pieces in row_tables.items():
+                spec = SPECS[kind]
+                written += self._conn.insert_row_binary(spec.table, spec.columns, pieces)
         return written
 
     def _next_version(self) -> int:
