@@ -58,6 +58,16 @@ def _levels(out: BytesWriter, levels: tuple[tuple[int, int], ...], column: str) 
         _int64(out, size, column)
 
 
+def _book_tail(out: BytesWriter, seq: int, bids: tuple[tuple[int, int], ...], asks: tuple[tuple[int, int], ...],
+               ts_event: int, ts_recv: int) -> None:
+    """The columns both book tables end with: seq, bids, asks, ts_event, ts_recv."""
+    _int64(out, seq, "seq")
+    _levels(out, bids, "bids")
+    _levels(out, asks, "asks")
+    _int64(out, ts_event, "ts_event")
+    _int64(out, ts_recv, "ts_recv")
+
+
 def trades(rows: list[TradeRow]) -> bytes:
     """Trades as RowBinary rows of (venue, symbol, trade_id, price, size, side, ts_event, ts_recv)."""
     out = BytesWriter()
@@ -82,11 +92,7 @@ def book_deltas(rows: list[BookDeltaRow]) -> bytes:
         _string(out, venue)
         _string(out, symbol)
         _int64(out, first_seq, "first_seq")
-        _int64(out, seq, "seq")
-        _levels(out, bids, "bids")
-        _levels(out, asks, "asks")
-        _int64(out, ts_event, "ts_event")
-        _int64(out, ts_recv, "ts_recv")
+        _book_tail(out, seq, bids, asks, ts_event, ts_recv)
     return out.getvalue()
 
 
@@ -96,11 +102,7 @@ def book_snapshots(rows: list[BookSnapshotRow]) -> bytes:
     for venue, symbol, seq, bids, asks, ts_event, ts_recv in rows:
         _string(out, venue)
         _string(out, symbol)
-        _int64(out, seq, "seq")
-        _levels(out, bids, "bids")
-        _levels(out, asks, "asks")
-        _int64(out, ts_event, "ts_event")
-        _int64(out, ts_recv, "ts_recv")
+        _book_tail(out, seq, bids, asks, ts_event, ts_recv)
     return out.getvalue()
 
 
