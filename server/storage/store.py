@@ -40,6 +40,7 @@ from server.storage import rowbinary, wire_sql
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
     ALL_KINDS,
+    ENCODE_CHUNK_ROWS,
     RECORD_KINDS,
     SPECS,
     Columns,
@@ -65,6 +66,7 @@ _REPLAY_RANK: Final = {
     Kind.PRICING: 5,
 }
 _DIRECT_KINDS: Final = (Kind.TRADES, Kind.QUOTES, Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.DEAD_LETTERS)
+"""Kinds whose record tuples are already rows of their table."""
 _ROW_BINARY: Final[dict[Kind, Callable[[list[Any]], bytes]]] = {
     Kind.TRADES: rowbinary.trades,
     Kind.BOOK_DELTAS: rowbinary.book_deltas,
@@ -72,7 +74,6 @@ _ROW_BINARY: Final[dict[Kind, Callable[[list[Any]], bytes]]] = {
     Kind.QUOTES: rowbinary.quotes,
 }
 """The tables written as RowBinary when ``rowbinary`` is compiled (their rows are the records themselves)."""
-"""Kinds whose record tuples are already rows of their table."""
 
 # Expression used in ORDER BY / keyset comparisons for an order column whose stored type differs.
 _ORDER_EXPR: Final = {"kind": "CAST(kind, 'Int8')"}
@@ -144,7 +145,7 @@ class PreparedRecords:
 
     def __init__(self) -> None:
         self.batches: dict[Kind, list[bytes]] = {}
-        self.row_binary: dict[Kind, bytes] = {}
+        self.row_binary: dict[Kind, list[bytes]] = {}
         self.rows = 0
 
 
@@ -209,7 +210,8 @@ class EmbeddedStore:
         return self.write_prepared([self.prepare(records)])
 
     def prepare(self, records: Sequence[object]) -> PreparedRecords:
-        """Encode the storable records now (Arrow record batch messages per table), to be written later by
+        """Encode the storable records now (RowBinary pieces or Arrow record batch messages per table, each
+        of at most ``ENCODE_CHUNK_ROWS`` rows), to be written later by
         ``write_prepared``. The service's engine task prepares records in steps as they come
         (``server.runtime.PREPARE_RECORDS``), so its storage thread runs almost no Python. Raises
         StorageError when a value does not fit its column."""
@@ -224,8 +226,9 @@ class EmbeddedStore:
             spec = SPECS[kind]
             row_binary = _ROW_BINARY.get(kind) if rowbinary.COMPILED else None
             if row_binary is not None:
-                try:
-                    prepared.row_binary[kind] = row_binary(recs)
+                try:  # in pieces of ENCODE_CHUNK_ROWS: a compiled call holds the GIL throughout
+                    prepared.row_binary[kind] = [row_binary(recs[i:i + ENCODE_CHUNK_ROWS])
+                                                 for i in range(0, len(recs), ENCODE_CHUNK_ROWS)]
                 except (OverflowError, TypeError, ValueError) as exc:
                     raise StorageError(f"cannot encode {spec.table} rows: {exc}") from exc
                 prepared.rows += len(recs)
@@ -249,8 +252,8 @@ class EmbeddedStore:
         for p in prepared:
             for kind, batches in p.batches.items():
                 tables.setdefault(kind, []).extend(batches)
-            for kind, rows in p.row_binary.items():
-                row_tables.setdefault(kind, []).append(rows)
+            for kind, pieces in p.row_binary.items():
+                row_tables.setdefault(kind, []).extend(pieces)
         written = 0
         with self._lock:
             for kind, batches in tables.items():
