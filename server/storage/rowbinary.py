@@ -11,6 +11,8 @@ Rows are the records themselves, in the columns order of their table (migrations
 ``LowCardinality(String)`` and ``String`` as a varint length and UTF-8 bytes, ``Int64`` as 8 bytes and
 ``Int8`` as 1 byte little-endian, ``Array(Tuple(Int64, Int64))`` as a varint count and the pairs. A
 number that does not fit its column raises ValueError naming the column, as the Arrow path refuses it.
+Levels are tuples, as ``server.engine.events`` declares them: compiled, a list is a TypeError, which the
+store reports like any record it cannot encode.
 """
 
 from __future__ import annotations
