@@ -65,11 +65,26 @@ def _int64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
         _uvarint(out, v)
 
 
+def _zigzag(n: int, name: str) -> i64:
+    v = _int64_value(n, name)
+    return (v << 1) ^ (v >> 63)  # wraps in 64 bits compiled (then negative past 2**63), exact interpreted
+
+
+def _uvarint_len(n: i64) -> i64:
+    """Bytes of ``_uvarint(n)``."""
+    if n < 0:
+        return 10
+    k: i64 = 1
+    while n > 0x7F:
+        n >>= 7
+        k += 1
+    return k
+
+
 def _sint64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
     if n:
-        v = _int64_value(n, name)
         out.append(tag)
-        _uvarint(out, (v << 1) ^ (v >> 63))  # zigzag: wraps in 64 bits compiled, exact interpreted
+        _uvarint(out, _zigzag(n, name))
 
 
 def _enum(out: BytesWriter, tag: u8, n: int) -> None:
@@ -86,14 +101,19 @@ def _string(out: BytesWriter, tag: u8, s: str) -> None:
         out.write(b)
 
 
-def _levels(out: BytesWriter, scratch: BytesWriter, tag: u8, levels: tuple[tuple[int, int], ...]) -> None:
+def _levels(out: BytesWriter, tag: u8, levels: tuple[tuple[int, int], ...]) -> None:
     for price, size in levels:
-        scratch.truncate(0)
-        _sint64(scratch, 0x08, price, "price")
-        _sint64(scratch, 0x10, size, "size")
+        p = _zigzag(price, "price")
+        s = _zigzag(size, "size")
+        length = (1 + _uvarint_len(p) if price else 0) + (1 + _uvarint_len(s) if size else 0)
         out.append(tag)
-        out.append(u8(len(scratch)))  # at most 22 bytes: one length byte
-        out.write(scratch.getvalue())
+        out.append(u8(length))  # at most 22 bytes: one length byte
+        if price:
+            out.append(0x08)
+            _uvarint(out, p)
+        if size:
+            out.append(0x10)
+            _uvarint(out, s)
 
 
 def book_delta(
@@ -114,9 +134,8 @@ def book_delta(
     _string(body, 0x12, symbol)
     _uint64(body, 0x18, sequence, "sequence")
     _uint64(body, 0x20, venue_sequence, "venue_sequence")
-    scratch = BytesWriter()
-    _levels(body, scratch, 0x32, bids)
-    _levels(body, scratch, 0x3A, asks)
+    _levels(body, 0x32, bids)
+    _levels(body, 0x3A, asks)
     _enum(body, 0x40, status)
     _int64(body, 0x48, ts_event_ns, "ts_event_ns")
     _int64(body, 0x50, ts_recv_ns, "ts_recv_ns")
