@@ -12,6 +12,7 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e clients/python -e .
-python -m pip install --quiet "mypy>=2.0" "setuptools>=77"
+# The build type-checks what the compiled modules import (server/storage imports protobuf): its stubs too.
+python -m pip install --quiet "mypy>=2.4" "setuptools>=77" types-protobuf
 python scripts/build_native.py > build-native.log 2>&1 || { cat build-native.log; exit 1; }
 exec mds serve "$@"
