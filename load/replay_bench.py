@@ -1,17 +1,17 @@
-"""ReplayStream's encoding throughput at speed 0: the storage-encoded path against the record path.
+"""ReplayStream's throughput at speed 0: the path the service uses against the record path.
 
 ``python -m load.replay_bench [--records 200000] [--trade-share 0.125]`` writes that many records (book
 deltas of one level per side and trades, one symbol, two venues) into a temporary embedded store, then runs
 ``replay_responses`` over the whole range twice per path and prints updates/s for each: the path the service
-uses (trades and books encoded by the storage engine, ``EmbeddedStore.replay_wire``) and the record path
-(engine records converted in Python) as the peer. Both produce the same bytes (checked). No gRPC: this is
-the server's side of a replay. ``--grpc`` adds the transport: a grpc.aio server in this process serves
-``ReplayStream`` with the storage-encoded path, and a client in another process (its own GIL, as a user's)
-reads the whole range with the typed stub, parsing every message; it prints updates/s as the client saw
-them. With ``--grpc`` it also runs the peer for that figure: the same server and client, but the handler
-sends the replay's messages already built in memory, so it shows what gRPC and a Python client can carry on
-this box when storage costs nothing (the ceiling a replay could reach; it holds the whole replay in
-memory, about 83 MB per million records). The last line is JSON.
+uses (``rows``: trades and books read as RowBinary rows, ``EmbeddedStore.replay_rows``, and written by
+``replay_codec``) and the record path (engine records converted in Python) as the peer. Both produce the
+same bytes (checked). No gRPC: this is the server's side of a replay. ``--grpc`` adds the transport: a
+grpc.aio server in this process serves ``ReplayStream`` with the service's path, and a client in another
+process (its own GIL, as a user's) reads the whole range with the typed stub, parsing every message; it
+prints updates/s as the client saw them. With ``--grpc`` it also runs the peer for that figure: the same
+server and client, but the handler sends the replay's messages already built in memory, so it shows what
+gRPC and a Python client can carry on this box when storage costs nothing (the ceiling a replay could
+reach; it holds the whole replay in memory, about 83 MB per million records). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ T0 = 1_700_000_000_000_000_000
 
 
 class RecordPath:
-    """The store without ``replay_wire``, so replays take the record path."""
+    """The store without ``replay_rows``, so replays take the record path."""
 
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
@@ -155,12 +155,12 @@ def main() -> int:
                                                                   end_ns=T0 + args.records * 1000 + 1)
             result: dict[str, Any] = {"bench": "replay", "records": args.records, "trade_share": args.trade_share}
             outputs: dict[str, tuple[int, bytes]] = {}
-            for name, source in (("storage_encoded", store), ("records", RecordPath(store))):
+            for name, source in (("rows", store), ("records", RecordPath(store))):
                 best = min(asyncio.run(_run(source, request)) for _ in range(2))
                 result[f"{name}_updates_per_s"] = round(args.records / best[0])
                 outputs[name] = best[1], best[2]
                 print(f"{name}: {args.records / best[0]:,.0f} updates/s ({best[1]:,} bytes)")
-            result["same_bytes"] = outputs["storage_encoded"] == outputs["records"]
+            result["same_bytes"] = outputs["rows"] == outputs["records"]
             if args.grpc:
                 updates, messages, seconds = asyncio.run(_grpc_run(store, T0 + args.records * 1000 + 1))
                 result["grpc_client_updates_per_s"] = round(updates / seconds)

@@ -45,9 +45,9 @@ run_pytest() {
   return "$rc"
 }
 
-echo "== pytest tests/engine and the wire and RowBinary encoders, interpreted"
+echo "== pytest tests/engine, the wire and RowBinary encoders and the replay codec, interpreted"
 python scripts/build_native.py --clean
-run_pytest tests/engine tests/service/test_wire.py tests/storage/test_rowbinary.py "$@"
+run_pytest tests/engine tests/service/test_wire.py tests/service/test_replay_codec.py tests/storage/test_rowbinary.py "$@"
 
 echo "== build the compiled engine (mypyc)"
 python scripts/build_native.py > build-native.log 2>&1 || { cat build-native.log; exit 1; }

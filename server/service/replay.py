@@ -38,11 +38,12 @@ skipping: it just receives messages without sleeps until it is back on schedule.
 Memory: at most one chunk of records plus the message being built (with ``prefetch``, one more chunk being
 read in the worker thread), whatever the length of the range.
 
-Speed 0 with a store that has ``replay_wire`` (the embedded store): trades and book updates come from the
-storage engine already encoded as blocks of response items (ClickHouse's Protobuf format with the contract
-as schema; see ``server.storage.wire_sql``), in pages of ``wire_chunk`` rows, the next page read while the
-current one is sent; candles and pricing of the page's window are read as records and merged in by event
-time. The same bytes as the record path, many times faster.
+Speed 0 with a store that has ``replay_rows`` (the embedded store): trades and book updates come from the
+storage engine as RowBinary rows, each table in its sorting-key order (no sort), in windows of about
+``row_chunk`` rows, the next window read in a worker thread while the current one is sent. The compiled
+``replay_codec`` merges the rows into replay order with the window's candles and pricing (read as records)
+and writes the items, one message at a time on the event loop. The same bytes as the record path, many
+times faster.
 
 Throughput of the record path is bounded by ``store.replay`` (chdb query + building engine records:
 ~200-300k records/s on a 2-CPU host); its conversion and serialization run at ~800k updates/s.
@@ -64,7 +65,7 @@ from server.engine.book import BookStatus
 from server.engine.candles import Candle, Interval
 from server.engine.events import BookDelta, BookSnapshot, Quote, Trade
 from server.engine.pricing import FundingRate, IndexPrice, MarkPrice
-from server.service import convert
+from server.service import convert, replay_codec
 from server.service.convert import (
     _fill_candle,
     _fill_delta,
@@ -76,7 +77,7 @@ from server.service.convert import (
     _fill_trade,
 )
 from server.storage.codec import Kind, StoredRecord
-from server.storage.store import WIRE_KINDS, ExtraItems, WirePage
+from server.storage.store import ROW_KINDS, ExtraItems, RowPage
 
 __all__ = [
     "DEFAULT_CANDLE_INTERVAL",
@@ -297,7 +298,7 @@ async def replay_responses(
     max_updates_per_message: int = 500,
     pacing_window_s: float = 0.005,
     prefetch: bool = False,
-    wire_chunk: int = 100_000,
+    row_chunk: int = 100_000,
 ) -> AsyncGenerator[bytes, None]:
     """Serialized ``ReplayStreamResponse`` messages replaying ``plan`` from ``store`` (see the module doc).
 
@@ -305,18 +306,17 @@ async def replay_responses(
     store's event-time order; nothing is sent for an empty range. ``chunk``: records read from the store at
     a time, in a worker thread (``store.replay`` itself is only called on the loop to create its iterator).
     ``pacing_window_s``: at speed > 0, the wall-time span of the events one message gathers. ``prefetch``:
-    read the next chunk while sending the current one. ``wire_chunk``: page size of the speed-0 path, where a
-    store with ``replay_wire`` encodes trades and book updates itself. ``clock`` / ``sleep``: injectable for
-    tests. Storage
-    errors propagate (the caller maps them to a status); closing the generator early (client gone) waits
+    read the next chunk while sending the current one. ``row_chunk``: window size of the speed-0 path, where a
+    store with ``replay_rows`` reads trades and book updates as rows. ``clock`` / ``sleep``: injectable for
+    tests. Storage errors propagate (the caller maps them to a status); closing the generator early (client gone) waits
     for a read in progress and closes the store iterator.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if max_updates_per_message < 1:
         raise ValueError(f"max_updates_per_message must be >= 1, got {max_updates_per_message}")
-    if plan.speed == 0 and isinstance(store, WireSource) and any(k in _WIRE_KINDS for k in plan.kinds):
-        async for data in _wire_responses(store, plan, wire_chunk, max_updates_per_message):
+    if plan.speed == 0 and isinstance(store, RowSource) and any(k in _ROW_KINDS for k in plan.kinds):
+        async for data in _row_responses(store, plan, row_chunk, max_updates_per_message):
             yield data
         return
     speed = plan.speed
@@ -431,10 +431,10 @@ async def replay_responses(
 
 
 @runtime_checkable
-class WireSource(ReplaySource, Protocol):
-    """A store that can also encode trades and book updates itself (``EmbeddedStore.replay_wire``)."""
+class RowSource(ReplaySource, Protocol):
+    """A store that can also read trades and book updates as rows (``EmbeddedStore.replay_rows``)."""
 
-    def replay_wire(
+    def replay_rows(
         self,
         symbols: Collection[str],
         kinds: Collection[str],
@@ -443,12 +443,13 @@ class WireSource(ReplaySource, Protocol):
         *,
         venues: Collection[str] = ...,
         chunk: int = ...,
-        per_message: int = ...,
         extra: ExtraItems | None = ...,
-    ) -> Iterator[WirePage]: ...
+    ) -> Iterator[RowPage]: ...
 
 
-_WIRE_KINDS: Final = frozenset(k.value for k in WIRE_KINDS)
+_ROW_KINDS: Final = frozenset(k.value for k in ROW_KINDS)
+assert [k.value for k in ROW_KINDS] == ["book_snapshots", "book_deltas", "quotes", "trades"]
+assert len(ROW_KINDS) == replay_codec.ROW_KINDS
 
 
 def _frame(record: object, sequence: int = 0) -> bytes:
@@ -462,14 +463,14 @@ def _event_ts(record: Any) -> int:
     return int(record.ts if isinstance(record, IndexPrice | MarkPrice | FundingRate) else record.ts_event)
 
 
-async def _wire_responses(store: WireSource, plan: ReplayPlan, chunk: int, limit: int) -> AsyncGenerator[bytes, None]:
-    """Speed 0: trades and book updates come encoded from the store (``replay_wire``) in pieces of at most
-    ``limit`` items, page by page; the next page is read while this one is sent. Candles and pricing of
-    each page's window are read as records and merged in by the store by event time. Book sequences are the
-    store's, counted from 1 as the record path does. The store aligns pieces on messages of ``limit`` updates,
-    so joining them gives the record path's bytes."""
-    wire = [k for k in plan.kinds if k in _WIRE_KINDS]
-    other = [k for k in plan.kinds if k not in _WIRE_KINDS]
+async def _row_responses(store: RowSource, plan: ReplayPlan, chunk: int, limit: int) -> AsyncGenerator[bytes, None]:
+    """Speed 0: trades and book updates come from the store as rows (``replay_rows``), window by window; the
+    next window is read in a worker thread while this one is written and sent. ``replay_codec`` merges them
+    with the window's candles and pricing (read as records) and writes the items, one message of at most
+    ``limit`` at a time on the event loop. Book sequences count from 1 across windows, as the record path's
+    do, and the messages are its bytes."""
+    rows = [k for k in plan.kinds if k in _ROW_KINDS]
+    other = [k for k in plan.kinds if k not in _ROW_KINDS]
     keep = _record_filter(plan)
 
     def extra(lo: int, hi: int) -> list[tuple[int, bytes]]:
@@ -478,10 +479,11 @@ async def _wire_responses(store: WireSource, plan: ReplayPlan, chunk: int, limit
             items.extend((_event_ts(r), _frame(r)) for r in batch if keep is None or keep(r))
         return items
 
-    pages = store.replay_wire(plan.symbols, wire, plan.start_ns, plan.end_ns, venues=plan.venues, chunk=chunk,
-                              per_message=limit, extra=extra if other else None)
+    pages = store.replay_rows(plan.symbols, rows, plan.start_ns, plan.end_ns, venues=plan.venues, chunk=chunk,
+                              extra=extra if other else None)
     it = iter(pages)
-    pending: asyncio.Future[WirePage | None] | None = asyncio.ensure_future(asyncio.to_thread(next, it, None))
+    pending: asyncio.Future[RowPage | None] | None = asyncio.ensure_future(asyncio.to_thread(next, it, None))
+    books = replay_codec.BookSequences()
     sequence = 0
     parts: list[bytes] = []
     count = 0
@@ -492,7 +494,12 @@ async def _wire_responses(store: WireSource, plan: ReplayPlan, chunk: int, limit
             if page is None:
                 break
             pending = asyncio.ensure_future(asyncio.to_thread(next, it, None))
-            for n, data in page.pieces:  # aligned on messages: a piece never spans two
+            encoder = replay_codec.PageEncoder(books, page.rows, page.extra)
+            del page
+            while True:
+                n, data = encoder.take(limit - count)
+                if not n:
+                    break
                 parts.append(data)
                 count += n
                 if count >= limit:

@@ -30,7 +30,7 @@ _I64_MIN: Final = -(1 << 63)
 _I64_MAX: Final = (1 << 63) - 1
 
 
-def _uvarint(out: BytesWriter, n: i64) -> None:
+def uvarint(out: BytesWriter, n: i64) -> None:
     """``n`` as an unsigned 64-bit varint; a negative ``n`` stands for its two's complement (ten bytes)."""
     if n < 0:
         for _ in range(9):
@@ -55,14 +55,14 @@ def _uint64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
         if n < 0 or n > _U64_MAX:
             raise ValueError(f"{name} out of range for uint64: {n}")
         out.append(tag)
-        _uvarint(out, i64(n - (1 << 64)) if n > _I64_MAX else i64(n))
+        uvarint(out, i64(n - (1 << 64)) if n > _I64_MAX else i64(n))
 
 
 def _int64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
     if n:
         v = _int64_value(n, name)
         out.append(tag)
-        _uvarint(out, v)
+        uvarint(out, v)
 
 
 def _zigzag(n: int, name: str) -> i64:
@@ -70,8 +70,8 @@ def _zigzag(n: int, name: str) -> i64:
     return (v << 1) ^ (v >> 63)  # wraps in 64 bits compiled (then negative past 2**63), exact interpreted
 
 
-def _uvarint_len(n: i64) -> i64:
-    """Bytes of ``_uvarint(n)``."""
+def uvarint_len(n: i64) -> i64:
+    """Bytes of ``uvarint(n)``."""
     if n < 0:
         return 10
     k: i64 = 1
@@ -84,20 +84,20 @@ def _uvarint_len(n: i64) -> i64:
 def _sint64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
     if n:
         out.append(tag)
-        _uvarint(out, _zigzag(n, name))
+        uvarint(out, _zigzag(n, name))
 
 
 def _enum(out: BytesWriter, tag: u8, n: int) -> None:
     if n:
         out.append(tag)
-        _uvarint(out, i64(n))
+        uvarint(out, i64(n))
 
 
 def _string(out: BytesWriter, tag: u8, s: str) -> None:
     if s:
         b = s.encode()
         out.append(tag)
-        _uvarint(out, len(b))
+        uvarint(out, len(b))
         out.write(b)
 
 
@@ -105,15 +105,15 @@ def _levels(out: BytesWriter, tag: u8, levels: tuple[tuple[int, int], ...]) -> N
     for price, size in levels:
         p = _zigzag(price, "price")
         s = _zigzag(size, "size")
-        length = (1 + _uvarint_len(p) if price else 0) + (1 + _uvarint_len(s) if size else 0)
+        length = (1 + uvarint_len(p) if price else 0) + (1 + uvarint_len(s) if size else 0)
         out.append(tag)
         out.append(u8(length))  # at most 22 bytes: one length byte
         if price:
             out.append(0x08)
-            _uvarint(out, p)
+            uvarint(out, p)
         if size:
             out.append(0x10)
-            _uvarint(out, s)
+            uvarint(out, s)
 
 
 def book_delta(
@@ -141,7 +141,7 @@ def book_delta(
     _int64(body, 0x50, ts_recv_ns, "ts_recv_ns")
     out = BytesWriter()
     out.append(0x12)
-    _uvarint(out, len(body))
+    uvarint(out, len(body))
     out.write(body.getvalue())
     return out.getvalue()
 

@@ -56,6 +56,10 @@ class ChdbConnection:
         """Run a query; the result as a ``pyarrow.Table``."""
         return self._run(sql, "ArrowTable", params)
 
+    def query_row_binary(self, sql: str, params: Params | None = None) -> bytes:
+        """Run a query; the result in ClickHouse's RowBinary format."""
+        return cast("bytes", self._run(sql, "RowBinary", params).bytes())
+
     def fetch_column(self, sql: str, params: Params | None = None) -> list[object]:
         """The first column of a query's result, as Python values."""
         table = self.query_arrow(sql, params)

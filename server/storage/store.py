@@ -32,11 +32,9 @@ from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Self
 
-import pyarrow as pa  # type: ignore[import-untyped]
-
 from server.engine.candles import Candle, Interval
 from server.engine.events import BookDelta, BookSnapshot, Trade, TradingStatusChange
-from server.storage import rowbinary, wire_sql
+from server.storage import rowbinary
 from server.storage._chdb import ChdbConnection, Params, StorageError, param_str, param_str_array
 from server.storage.codec import (
     ALL_KINDS,
@@ -79,49 +77,35 @@ _ROW_BINARY: Final[dict[Kind, Callable[[list[Any]], bytes]]] = {
 _ORDER_EXPR: Final = {"kind": "CAST(kind, 'Int8')"}
 _ORDER_TYPE: Final = {"kind": "Int8"}
 
-WIRE_KINDS: Final = (Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.QUOTES, Kind.TRADES)
-"""Kinds ``replay_wire`` encodes in SQL (the high-volume ones); candles and pricing go through records."""
-_W = wire_sql
-_NO_LEVELS: Final = f"CAST([], '{_W.LEVELS}')"
-_QUOTE_BIDS: Final = f"CAST(if(bid_size != 0, [(bid_price, bid_size)], []), '{_W.LEVELS}')"
-_QUOTE_ASKS: Final = f"CAST(if(ask_size != 0, [(ask_price, ask_size)], []), '{_W.LEVELS}')"
-_WIRE_SELECT: Final = {
-    # ts, rank, symbol, venue, tie-breaks (s1, i1..i4, u1) as in the record merge, then what the item needs:
-    # kind (0 snapshot, 1 delta, 2 quote, 3 trade), venue sequence, levels, status, ts_recv, trade fields.
-    Kind.BOOK_SNAPSHOTS: f"ts_event, 0, symbol, venue, '', seq, 0, 0, 0, content_hash, 0, seq, bids, asks, "
-                         f"{_W.book_status('bids', 'asks')}, ts_recv, '', 0, 0, 0",
-    Kind.BOOK_DELTAS: f"ts_event, 1, symbol, venue, '', first_seq, seq, 0, 0, content_hash, 1, seq, bids, asks, "
-                      f"{_W.CONSISTENT}, ts_recv, '', 0, 0, 0",
-    Kind.QUOTES: f"ts_event, 2, symbol, venue, '', bid_price, bid_size, ask_price, ask_size, 0, 2, 0, "
-                 f"{_QUOTE_BIDS}, {_QUOTE_ASKS}, if(bid_size != 0 AND ask_size != 0 AND bid_price != 0 "
-                 f"AND ask_price != 0 AND bid_price >= ask_price, {_W.CROSSED}, {_W.CONSISTENT}), ts_recv, '', 0, 0, 0",
-    Kind.TRADES: f"ts_event, 3, symbol, venue, trade_id, 0, 0, 0, 0, dedup_key, 3, 0, {_NO_LEVELS}, {_NO_LEVELS}, "
-                 f"0, ts_recv, trade_id, price, size, side",
+ROW_KINDS: Final = (Kind.BOOK_SNAPSHOTS, Kind.BOOK_DELTAS, Kind.QUOTES, Kind.TRADES)
+"""Kinds ``replay_rows`` reads as RowBinary rows (the high-volume ones), by replay rank; candles and pricing
+go through records."""
+ROW_SELECT: Final = {
+    # Every row: ts_event, symbol, venue, then what its replay item needs (server.service.replay_codec).
+    Kind.BOOK_SNAPSHOTS: "ts_event, symbol, venue, seq, bids, asks, ts_recv",
+    Kind.BOOK_DELTAS: "ts_event, symbol, venue, seq, bids, asks, ts_recv",
+    Kind.QUOTES: "ts_event, symbol, venue, bid_price, bid_size, ask_price, ask_size, ts_recv",
+    Kind.TRADES: "ts_event, symbol, venue, trade_id, price, size, side, ts_recv",
 }
-_WIRE_COLUMNS: Final = ("ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1, kind, vseq, bids, asks, status, ts_recv, "
-                        "trade_id, price, size, side")
-_WIRE_ORDER: Final = "ts, rank, symbol, venue, s1, i1, i2, i3, i4, u1"
-_WIRE_UPDATE: Final = _W.update_columns(
-    "kind",
-    {"venue": "venue", "symbol": "symbol", "trade_id": "trade_id", "price": "price", "size": "size", "side": "side",
-     "ts_event_ns": "ts", "ts_recv_ns": "ts_recv"},
-    {"venue": "venue", "symbol": "symbol", "sequence": "seq", "venue_sequence": "vseq", "bids": "bids",
-     "asks": "asks", "status": "status", "ts_event_ns": "ts", "ts_recv_ns": "ts_recv"})
-"""A row of the replay union as ``MarketDataUpdate`` columns (``trade.*``, ``book.snapshot.*``, ...)."""
+"""The columns of each ``ROW_KINDS`` table that ``replay_rows`` reads, in RowBinary order."""
 
 
-_MAX_CUTS: Final = 4096
-"""Most extra items (candles, pricing) merged into one replay window: each row counts those before it."""
+def _sorting_key(kind: Kind) -> str:
+    """The table's sorting key: its replay order with symbol and venue first (time comes first there)."""
+    names = [name for name, _ in SPECS[kind].order]
+    return ", ".join(names[1:3] + names[:1] + names[3:])
 
 
-class WirePage(NamedTuple):
-    """Replay items of ``[lo, hi)`` in replay order, as ``(count, data)`` pieces: ``data`` is ``count``
-    ``ReplayStreamResponse.updates`` items (field 2, framed), either a chunk encoded by the storage engine
-    or one item from ``extra``. Empty pages are yielded too."""
+class RowPage(NamedTuple):
+    """One window ``[lo, hi)`` of a replay (``EmbeddedStore.replay_rows``). ``rows``: per ``ROW_KINDS``
+    kind, its rows as RowBinary in the table's sorting-key order (symbol, venue, event time, the rest of
+    the key); empty for a kind not replayed. ``extra``: ``(ts, framed item)`` of other kinds, in replay
+    order. Empty pages are yielded too."""
 
     lo: int
     hi: int
-    pieces: list[tuple[int, bytes]]
+    rows: list[bytes]
+    extra: list[tuple[int, bytes]]
 
 
 ExtraItems = Callable[[int, int], list[tuple[int, bytes]]]
@@ -158,7 +142,6 @@ class EmbeddedStore:
         self.data_dir = data_dir
         self._lock = threading.RLock()
         self._last_version = 0
-        self._schema = wire_sql.write_schema(data_dir)
 
     # -- lifecycle
 
@@ -370,7 +353,7 @@ class EmbeddedStore:
         while batch := list(islice(merged, chunk)):
             yield batch
 
-    def replay_wire(
+    def replay_rows(
         self,
         symbols: Collection[str],
         kinds: Collection[str],
@@ -378,24 +361,20 @@ class EmbeddedStore:
         end_ns: int,
         *,
         venues: Collection[str] = (),
-        chunk: int = 200_000,
-        per_message: int = 1000,
+        chunk: int = 100_000,
         extra: ExtraItems | None = None,
-    ) -> Iterator[WirePage]:
-        """Trades and book updates of ``[start_ns, end_ns)`` encoded by the storage engine in the order of
-        ``replay``, in pages of about ``chunk`` rows over adaptive time windows (every window yielded);
-        ``extra`` items are merged in by time. Pieces are aligned on messages of ``per_message`` items
-        counted from the first item: no piece spans two messages, so joining pieces until ``per_message``
-        items gives the record path's messages.
-
-        Book items carry the stream's own sequence per (venue, symbol), counted from 1 across pages, as
-        ``server.service.replay`` numbers them. ``kinds`` are ``WIRE_KINDS`` values; ``venues`` filters
-        (empty: all).
+    ) -> Iterator[RowPage]:
+        """Trades and book updates of ``[start_ns, end_ns)`` as RowBinary rows (``RowPage``), window by
+        window over adaptive time windows of about ``chunk`` rows (every window yielded, in time order), with
+        ``extra`` items of the window. Each table is read in its sorting-key order, so no query sorts:
+        ``server.service.replay_codec`` merges the runs into ``replay``'s order. ``kinds`` are ``ROW_KINDS``
+        values; ``venues`` filters (empty: all).
         """
-        if chunk < 1 or per_message < 1:
-            raise ValueError(f"chunk and per_message must be >= 1, got {chunk} and {per_message}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         _check_range(start_ns, end_ns, None)
-        selected = [k for k in WIRE_KINDS if k.value in set(kinds)]
+        wanted = set(kinds)
+        selected = [k for k in ROW_KINDS if k.value in wanted]
         syms = sorted(set(symbols))
         if not syms or (not selected and extra is None):
             return
@@ -405,34 +384,8 @@ class EmbeddedStore:
             where.append("venue IN {venues:Array(String)}")
             base["venues"] = param_str_array(sorted(set(venues)))
         cond = " AND ".join(where)
-        union = " UNION ALL ".join(f"SELECT {_WIRE_SELECT[k]} FROM {k.value} FINAL WHERE {cond}" for k in selected)
-        o = _WIRE_ORDER
-        # Rows in replay order, each written by ClickHouse's Protobuf format as a MarketDataUpdate and
-        # framed as an updates item, joined per response message. k: the extra items before the row (an
-        # extra item at t goes after every row at or before t); c: the message it goes to, counting items
-        # from the first of the replay, extra items included. Rows are grouped by (c, k) (one thread, so
-        # groupArray keeps the sorted input's order). Book sequences: the count so far per book
-        # (cityHash64 of venue and symbol) plus the row number within this window.
-        sql = (
-            f"SELECT k, n, body FROM ("
-            f" SELECT c, k, count() AS n, arrayStringConcat(groupArray(s)) AS body FROM ("
-            f"  SELECT arrayCount(x -> x < ts, {{cuts:Array(Int64)}}) AS k,"
-            f"   intDiv(rowNumberInAllBlocks() + k + {{base:UInt64}}, {{per:UInt64}}) AS c,"
-            f"   concat(char({_W.ITEM_KEY}), formatRowNoNewline('Protobuf', {_WIRE_UPDATE})) AS s FROM ("
-            f"   SELECT *, if(kind < 3, transform(cityHash64(venue, symbol), {{ok:Array(UInt64)}},"
-            f"    {{ov:Array(UInt64)}}, toUInt64(0)) + row_number() OVER (PARTITION BY kind < 3, venue, symbol"
-            f"    ORDER BY {o}), 0) AS seq"
-            f"   FROM ({union}) AS u ({_WIRE_COLUMNS}) ORDER BY {o}))"
-            f" GROUP BY c, k) ORDER BY c, k"
-            f" SETTINGS max_threads = 1, {_W.settings(self._schema, _W.UPDATE_MESSAGE)}"
-        )
-        books = [k for k in selected if k is not Kind.TRADES]
-        counts_sql = (
-            "SELECT cityHash64(venue, symbol) AS bk, count() AS n FROM ("
-            + " UNION ALL ".join(f"SELECT venue, symbol FROM {k.value} FINAL WHERE {cond}" for k in books)
-            + ") GROUP BY bk")
-        offsets: dict[int, int] = {}
-        emitted = 0  # items yielded so far
+        sql = {k: f"SELECT {ROW_SELECT[k]} FROM {k.value} FINAL WHERE {cond} ORDER BY {_sorting_key(k)} "
+                  "SETTINGS max_threads = 1" for k in selected}
         total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
         span = max(1, (end_ns - start_ns) * chunk // total) if total else end_ns - start_ns
         lo = start_ns
@@ -444,31 +397,13 @@ class EmbeddedStore:
                 span = max(1, (hi - lo) // 4)
                 continue
             items = extra(lo, hi) if extra is not None else []
-            if rows and len(items) > _MAX_CUTS and hi - lo > 1:  # each row counts the cuts before it
+            if len(items) > 4 * chunk and hi - lo > 1:
                 span = max(1, (hi - lo) // 4)
                 continue
-            pieces: list[tuple[int, bytes]] = []
-            done = 0
-            if rows:
-                params: Params = {**window, "base": emitted, "per": per_message,
-                                  "cuts": "[" + ",".join(str(t) for t, _ in items) + "]",
-                                  "ok": "[" + ",".join(map(str, offsets)) + "]",
-                                  "ov": "[" + ",".join(map(str, offsets.values())) + "]"}
-                table = self._query(sql, params)
-                for k, n, body in zip(table.column("k").to_pylist(), table.column("n").to_pylist(),
-                                      table.column("body").cast(pa.binary()).to_pylist(), strict=True):
-                    pieces.extend((1, data) for _, data in items[done:k])
-                    done = max(done, k)
-                    pieces.append((n, body))
-                if books:
-                    counts = self._query(counts_sql, window)
-                    for bk, n in zip(counts.column("bk").to_pylist(), counts.column("n").to_pylist(), strict=True):
-                        offsets[bk] = offsets.get(bk, 0) + n
-            pieces.extend((1, data) for _, data in items[done:])
-            emitted += sum(n for n, _ in pieces)
-            yield WirePage(lo, hi, pieces)
+            data = [self._query_rows(sql[k], window) if k in sql and rows else b"" for k in ROW_KINDS]
+            yield RowPage(lo, hi, data, items)
             lo = hi
-            if rows < chunk // 2:
+            if rows + len(items) < chunk // 2:
                 span *= 2
 
     @staticmethod
@@ -686,4 +621,8 @@ class EmbeddedStore:
     def _query(self, sql: str, params: Params) -> Any:
         with self._lock:
             return self._conn.query_arrow(sql, params)
+
+    def _query_rows(self, sql: str, params: Params) -> bytes:
+        with self._lock:
+            return self._conn.query_row_binary(sql, params)
 

@@ -17,7 +17,7 @@ def test_replay_bench_prints_both_paths_and_the_grpc_peer() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bench"] == "replay" and result["records"] == 5000 and result["same_bytes"] is True
-    for key in ("storage_encoded_updates_per_s", "records_updates_per_s", "grpc_client_updates_per_s",
+    for key in ("rows_updates_per_s", "records_updates_per_s", "grpc_client_updates_per_s",
                 "grpc_prebuilt_updates_per_s"):
         assert result[key] > 0, key
     assert result["grpc_messages"] == 5

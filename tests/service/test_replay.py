@@ -420,7 +420,7 @@ def test_a_valid_request_becomes_a_plan() -> None:
 
 
 class _RecordsOnly:
-    """The store without ``replay_wire``: replays go through engine records."""
+    """The store without ``replay_rows``: replays go through engine records."""
 
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
@@ -429,13 +429,14 @@ class _RecordsOnly:
         return self.store.replay(*args, **kwargs)
 
 
-@pytest.mark.parametrize(("channels", "wire_chunk"), [
+@pytest.mark.parametrize(("channels", "row_chunk"), [
     ((), 7), ((), 100_000), ((pb.CHANNEL_BOOK,), 100_000), ((pb.CHANNEL_TRADES, pb.CHANNEL_FUNDING_RATE), 100_000)])
-def test_storage_encoded_replay_equals_the_record_path(store: EmbeddedStore, wire_chunk: int,
+def test_replay_from_rows_equals_the_record_path(store: EmbeddedStore, row_chunk: int,
                                                         channels: tuple[int, ...]) -> None:
-    """Speed 0 on the embedded store encodes trades and books in SQL, page by page: the same bytes as the
-    record path, with book sequences continuing across pages and candles/pricing merged by event time."""
+    """Speed 0 on the embedded store writes trades and books from stored rows, window by window: the same
+    bytes as the record path, with book sequences continuing across windows and candles/pricing merged by
+    event time."""
     plan = _plan(MAIN, channels=channels)
-    wire = _collect_bytes(store, plan, max_updates_per_message=5, wire_chunk=wire_chunk)
+    rows = _collect_bytes(store, plan, max_updates_per_message=5, row_chunk=row_chunk)
     records = _collect_bytes(_RecordsOnly(store), plan, max_updates_per_message=5)
-    assert wire == records and wire
+    assert rows == records and rows
