@@ -444,6 +444,7 @@ class RowSource(ReplaySource, Protocol):
         venues: Collection[str] = ...,
         chunk: int = ...,
         extra: ExtraItems | None = ...,
+        extra_kinds: Collection[str] = ...,
     ) -> Iterator[RowPage]: ...
 
 
@@ -480,7 +481,7 @@ async def _row_responses(store: RowSource, plan: ReplayPlan, chunk: int, limit: 
         return items
 
     pages = store.replay_rows(plan.symbols, rows, plan.start_ns, plan.end_ns, venues=plan.venues, chunk=chunk,
-                              extra=extra if other else None)
+                              extra=extra if other else None, extra_kinds=other)
     it = iter(pages)
     pending: asyncio.Future[RowPage | None] | None = asyncio.ensure_future(asyncio.to_thread(next, it, None))
     books = replay_codec.BookSequences()

@@ -100,7 +100,7 @@ class RowPage(NamedTuple):
     """One window ``[lo, hi)`` of a replay (``EmbeddedStore.replay_rows``). ``rows``: per ``ROW_KINDS``
     kind, its rows as RowBinary in the table's sorting-key order (symbol, venue, event time, the rest of
     the key); empty for a kind not replayed. ``extra``: ``(ts, framed item)`` of other kinds, in replay
-    order. Empty pages are yielded too."""
+    order."""
 
     lo: int
     hi: int
@@ -363,12 +363,14 @@ class EmbeddedStore:
         venues: Collection[str] = (),
         chunk: int = 100_000,
         extra: ExtraItems | None = None,
+        extra_kinds: Collection[str] = (),
     ) -> Iterator[RowPage]:
         """Trades and book updates of ``[start_ns, end_ns)`` as RowBinary rows (``RowPage``), window by
-        window over adaptive time windows of about ``chunk`` rows (every window yielded, in time order), with
-        ``extra`` items of the window. Each table is read in its sorting-key order, so no query sorts:
+        window in time order, with the window's ``extra`` items (of ``extra_kinds``). Windows hold about
+        ``chunk`` rows and items each (more only when one nanosecond holds more), sized by ``_windows``;
+        time without any is skipped. Each table is read in its sorting-key order, so no query sorts:
         ``server.service.replay_codec`` merges the runs into ``replay``'s order. ``kinds`` are ``ROW_KINDS``
-        values; ``venues`` filters (empty: all).
+        values; ``venues`` filters them (empty: all).
         """
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -376,7 +378,7 @@ class EmbeddedStore:
         wanted = set(kinds)
         selected = [k for k in ROW_KINDS if k.value in wanted]
         syms = sorted(set(symbols))
-        if not syms or (not selected and extra is None):
+        if not syms or (not selected and extra is None) or start_ns == end_ns:
             return
         where = ["ts_event >= {lo:Int64}", "ts_event < {hi:Int64}", "symbol IN {symbols:Array(String)}"]
         base: Params = {"symbols": param_str_array(syms)}
@@ -386,25 +388,46 @@ class EmbeddedStore:
         cond = " AND ".join(where)
         sql = {k: f"SELECT {ROW_SELECT[k]} FROM {k.value} FINAL WHERE {cond} ORDER BY {_sorting_key(k)} "
                   "SETTINGS max_threads = 1" for k in selected}
-        total = sum(self._count(SPECS[k], where, {**base, "lo": start_ns, "hi": end_ns}) for k in selected)
-        span = max(1, (end_ns - start_ns) * chunk // total) if total else end_ns - start_ns
-        lo = start_ns
-        while lo < end_ns:
-            hi = min(end_ns, lo + span)
+        counted = [SPECS[k] for k in selected]
+        counted += [SPECS[Kind(k)] for k in sorted(set(extra_kinds)) if Kind(k) not in ROW_KINDS]
+        for lo, hi, rows in self._windows(counted, base, start_ns, end_ns, chunk):
             window: Params = {**base, "lo": lo, "hi": hi}
-            rows = sum(self._count(SPECS[k], where, window) for k in selected)
-            if rows > 4 * chunk and hi - lo > 1:  # too dense: a smaller window, same start
-                span = max(1, (hi - lo) // 4)
-                continue
             items = extra(lo, hi) if extra is not None else []
-            if len(items) > 4 * chunk and hi - lo > 1:
-                span = max(1, (hi - lo) // 4)
-                continue
             data = [self._query_rows(sql[k], window) if k in sql and rows else b"" for k in ROW_KINDS]
             yield RowPage(lo, hi, data, items)
-            lo = hi
-            if rows + len(items) < chunk // 2:
-                span *= 2
+
+    _HISTOGRAM_BUCKETS: Final = 1024
+
+    def _windows(self, specs: list[TableSpec], base: Params, lo: int, hi: int,
+                 chunk: int) -> Iterator[tuple[int, int, int]]:
+        """``(lo, hi, rows)`` windows in ``[lo, hi)``, in order, holding every row of ``specs``' tables there,
+        of at most ``chunk`` rows unless one nanosecond holds more; time without rows is left out. One query
+        counts the rows per bucket of a 1024-bucket histogram of the range (by symbol and time: an estimate,
+        before deduplication and other filters); a bucket of more than ``chunk`` rows is split the same
+        way."""
+        width = -(-(hi - lo) // self._HISTOGRAM_BUCKETS)
+        union = " UNION ALL ".join(
+            f"SELECT {s.time_column} AS t FROM {s.table} WHERE {s.time_column} >= {{lo:Int64}} AND "
+            f"{s.time_column} < {{hi:Int64}} AND symbol IN {{symbols:Array(String)}}" for s in specs)
+        sql = (f"SELECT intDiv(t - {{lo:Int64}}, {{width:Int64}}) AS b, count() AS n FROM ({union}) "
+               "GROUP BY b ORDER BY b")
+        table = self._query(sql, {"symbols": base["symbols"], "lo": lo, "hi": hi, "width": width})
+        start, rows = lo, 0
+        for b, n in zip(table.column("b").to_pylist(), table.column("n").to_pylist(), strict=True):
+            b_lo = lo + b * width
+            if rows and (rows + n > chunk or (n > chunk and width > 1)):
+                yield start, b_lo, rows
+                rows = 0
+            if rows == 0:
+                start = b_lo
+            if n > chunk and width > 1:
+                b_hi = min(hi, b_lo + width)
+                yield from self._windows(specs, base, b_lo, b_hi, chunk)
+                start = b_hi
+                continue
+            rows += n
+        if rows:
+            yield start, hi, rows
 
     @staticmethod
     def _keyed(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from server.engine.events import BookSnapshot, Quote, Side, Trade
@@ -89,3 +91,47 @@ def test_replay_sparse_and_dense_regions(store: EmbeddedStore) -> None:
     store.write_batch(dense + sparse)
     got = [r for c in store.replay(None, ["trades"], T0, T0 + 10**13, chunk=16) for r in c]
     assert got == dense + sparse
+
+
+def _row_windows(store: EmbeddedStore, kinds: list[str], start: int, end: int, chunk: int,
+                 extra_kinds: tuple[str, ...] = ()) -> list[tuple[int, int, int]]:
+    """(lo, hi, rows) of each ``replay_rows`` page (rows counted from its RowBinary trades)."""
+    from server.service import replay_codec
+
+    out = []
+    for page in store.replay_rows(["BTCUSDT"], kinds, start, end, chunk=chunk,
+                                  extra=(lambda lo, hi: []) if extra_kinds else None, extra_kinds=extra_kinds):
+        encoder = replay_codec.PageEncoder(replay_codec.BookSequences(), page.rows, page.extra)
+        n, _ = encoder.take(10**9)
+        out.append((page.lo, page.hi, n))
+    return out
+
+
+def test_row_windows_are_bounded_ordered_and_hold_every_row(store: EmbeddedStore) -> None:
+    """Windows of ``replay_rows`` over a dense burst, a long gap and sparse rows: every row once, in time
+    order, at most ``chunk`` rows per window (the burst is split by a finer histogram), empty time skipped."""
+    dense = [Trade("binance", "BTCUSDT", f"d{i}", 1, 1, Side.BUY, T0 + i, T0 + i) for i in range(300)]
+    sparse = [Trade("kraken", "BTCUSDT", f"s{i}", 1, 1, Side.BUY, T0 + 10**12 * (i + 1), 0) for i in range(5)]
+    store.write_batch(dense + sparse)
+    windows = _row_windows(store, ["trades"], T0, T0 + 10**13, chunk=16)
+    assert sum(n for _, _, n in windows) == len(dense) + len(sparse)
+    assert all(0 < n <= 16 for _, _, n in windows)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows))
+    assert len(windows) <= 2 * (len(dense) + len(sparse)) // 16 + 6
+    assert _row_windows(store, ["trades"], T0 + 301, T0 + 10**12, chunk=16) == []  # nothing there: no page
+
+
+def test_row_windows_keep_one_nanosecond_whole(store: EmbeddedStore) -> None:
+    same = [Trade("binance", "BTCUSDT", f"{i:04d}", 1, 1, Side.SELL, T0 + 5, T0) for i in range(50)]
+    store.write_batch(same)
+    [(lo, hi, n)] = _row_windows(store, ["trades"], T0, T0 + 10**9, chunk=4)
+    assert lo == T0 + 5 and hi > lo and n == 50
+
+
+def test_row_windows_count_the_extra_kinds(store: EmbeddedStore) -> None:
+    """Candles and pricing merged into the pages count toward their size too."""
+    store.write_batch([MarkPrice("BTCUSDT", 1, 1, 0, T0 + i) for i in range(40)]
+                      + [Trade("binance", "BTCUSDT", "t", 1, 1, Side.BUY, T0 + 20, T0)])
+    pages = list(store.replay_rows(["BTCUSDT"], ["trades"], T0, T0 + 100, chunk=10,
+                                   extra=lambda lo, hi: [], extra_kinds=["pricing"]))
+    assert len(pages) >= 4  # 41 rows and items in windows of about 10
