@@ -76,6 +76,10 @@ BOOK, CONSOLIDATED, NBBO, TRADE, CANDLE, TICKER, INDEX, MARK, FUNDING, ALERT, QU
 """MarketDataUpdate field numbers."""
 
 
+_AFTER_DELTA: Final = frozenset({BookStatusChange, QualityFlag})
+"""What the engine may append right after a delta before its status change (``Hub._status_after``)."""
+
+
 class SubscriberOverflowError(Exception):
     """A subscriber's queue filled with updates that cannot be conflated."""
 
@@ -450,6 +454,8 @@ class Hub:
         (one call per topic and subscriber per batch, not one per update). Order is kept per topic."""
         subs = self.subscribers
         seqs = self.book_sequence
+        statuses = self.book_status
+        last = len(updates) - 1
         batched: dict[Topic, list[Encoded]] = {}
         latest: dict[Hashable, tuple[object, set[_Group]]] = {}
         """Conflating updates by key: only the last one of the batch is encoded (no reader can see the
@@ -464,7 +470,11 @@ class Hub:
                 topic: Topic = ("book", ev.venue, ev.symbol)
                 if topic in subs:
                     if kind is BookDelta:
-                        data = convert.book_delta_bytes(ev, seq, self._status_after(updates, i, key))  # type: ignore[arg-type]
+                        # Most deltas change no status: no change follows them and the status is known.
+                        status = statuses.get(key)
+                        if status is None or (i < last and type(updates[i + 1]) in _AFTER_DELTA):
+                            status = self._status_after(updates, i, key)
+                        data = convert.book_delta_bytes(ev, seq, status)  # type: ignore[arg-type]
                     elif kind is BookSnapshot:
                         data = convert.book_snapshot_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
                     else:
