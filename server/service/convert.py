@@ -1171,12 +1171,18 @@ def batch_item(payload: bytes) -> bytes:
     return b"\x12" + (_VARINTS[n] if n < 16384 else _varint_slow(n)) + payload
 
 
+_UPDATE_HEADS: Final[tuple[tuple[bytes, ...], ...]] = tuple(
+    tuple(bytes((0x12, n + 2, field << 3 | 2, n)) for n in range(126)) for field in range(16))
+"""``_UPDATE_HEADS[field][n]``: the framing of a MarketDataUpdate item whose field ``field`` holds ``n``
+bytes, for the short items of the stream hub (one concatenation per item, no header built)."""
+
+
 def update_item(field_number: int, payload: bytes) -> bytes:
     """``batch_item(field_bytes(field_number, payload))`` in one step: a MarketDataUpdate holding
     ``payload`` as its field ``field_number`` (1..15), framed as field 2 of a batch message."""
     n = len(payload)
-    if n < 126 and field_number < 16:
-        return bytes((0x12, n + 2, field_number << 3 | 2, n)) + payload
+    if n < 126 and 0 < field_number < 16:
+        return _UPDATE_HEADS[field_number][n] + payload
     return batch_item(field_bytes(field_number, payload))
 
 
