@@ -92,6 +92,14 @@ Part = tuple[bytes, int, "tuple[str, str] | None"]
 """Framed items of one topic from one engine batch: (joined frames, item count, book key or None)."""
 PART_ITEMS = 500
 """At most this many items in one part; a topic's share of a large batch is cut into several."""
+
+
+def _parts(frames: list[bytes], book_key: tuple[str, str] | None) -> list[Part]:
+    """Framed items of one topic joined in parts of at most ``PART_ITEMS``."""
+    return [(b"".join(frames[i:i + PART_ITEMS]), len(frames[i:i + PART_ITEMS]), book_key)
+            for i in range(0, len(frames), PART_ITEMS)]
+
+
 ENTRY_ITEMS = 1000
 """At most this many items in one log entry (a single part may be larger only if PART_ITEMS is)."""
 
@@ -457,6 +465,8 @@ class Hub:
         statuses = self.book_status
         last = len(updates) - 1
         batched: dict[Topic, list[Encoded]] = {}
+        books: dict[Topic, list[bytes]] = {}
+        """Book topics' items: the BookUpdate bytes themselves (one topic each, framed per topic below)."""
         latest: dict[Hashable, tuple[object, set[_Group]]] = {}
         """Conflating updates by key: only the last one of the batch is encoded (no reader can see the
         others, as none reads during the batch)."""
@@ -479,7 +489,11 @@ class Hub:
                         data = convert.book_snapshot_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
                     else:
                         data = convert.quote_book_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
-                    batched.setdefault(topic, []).append(Encoded(data, BOOK))
+                    book_items = books.get(topic)
+                    if book_items is None:
+                        books[topic] = [data]
+                    else:
+                        book_items.append(data)
             elif kind is Trade:
                 t: Trade = u  # type: ignore[assignment]
                 one: Topic = ("trades", t.symbol, t.venue)
@@ -514,8 +528,7 @@ class Hub:
                 if targets and change.status == BookStatus.AWAITING_RESYNC:
                     gap = convert.book_gap_pb(change, seqs.get((change.venue, change.symbol), 0))
                     if gap is not None:
-                        batched.setdefault(("book", change.venue, change.symbol), []).append(
-                            Encoded(gap.SerializeToString(), BOOK))
+                        books.setdefault(("book", change.venue, change.symbol), []).append(gap.SerializeToString())
                 elif targets and (change.status == BookStatus.HALTED or change.reason == "resumed"):
                     # A halt or resume changes no level: each reader gets a fresh snapshot of the book now,
                     # which carries the new status, instead of learning it at the next periodic one.
@@ -557,18 +570,30 @@ class Hub:
         per_group: dict[_Group, list[Part]] = {}
         stream_parts: dict[Topic, list[Part]] = {}
         update_parts: dict[Topic, list[Part]] = {}
+        update_item, batch_item = convert.update_item, convert.batch_item
+        for topic, payloads in books.items():
+            groups = subs.get(topic)
+            if not groups:
+                continue
+            book_key = (topic[1], topic[2])
+            for group in groups:
+                cache = update_parts if group.multiplexed else stream_parts
+                parts = cache.get(topic)
+                if parts is None:
+                    frames = ([update_item(BOOK, p) for p in payloads] if group.multiplexed
+                              else list(map(batch_item, payloads)))
+                    parts = cache[topic] = _parts(frames, book_key)
+                per_group.setdefault(group, []).extend(parts)
         for topic, encs in batched.items():
             groups = subs.get(topic)
             if not groups:
                 continue
-            book_key = (topic[1], topic[2]) if topic[0] == "book" else None
             for group in groups:
                 cache = update_parts if group.multiplexed else stream_parts
                 parts = cache.get(topic)
                 if parts is None:
                     frames = [e.update() for e in encs] if group.multiplexed else [e.stream() for e in encs]
-                    parts = cache[topic] = [(b"".join(frames[i:i + PART_ITEMS]), len(frames[i:i + PART_ITEMS]),
-                                             book_key) for i in range(0, len(frames), PART_ITEMS)]
+                    parts = cache[topic] = _parts(frames, None)
                 per_group.setdefault(group, []).extend(parts)
         for group, parts in per_group.items():
             group.append(parts)
