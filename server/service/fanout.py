@@ -40,7 +40,7 @@ from server.engine.events import BookDelta, BookSnapshot, Quote, Trade
 from server.engine.pricing import FundingRate, IndexPrice, MarkPrice
 from server.engine.quality import QualityFlag
 from server.engine.updates import BookStatusChange, Nbbo
-from server.service import convert
+from server.service import convert, wire
 
 Topic = tuple[str, ...]
 """("trades", symbol, venue-or-""), ("book", venue, symbol), ("nbbo", symbol), ("candles", venue, symbol,
@@ -464,6 +464,7 @@ class Hub:
         seqs = self.book_sequence
         statuses = self.book_status
         last = len(updates) - 1
+        delta_bytes = wire.book_delta_event if convert.USE_WIRE else convert.book_delta_bytes
         batched: dict[Topic, list[Encoded]] = {}
         books: dict[Topic, list[bytes]] = {}
         """Book topics' items: the BookUpdate bytes themselves (one topic each, framed per topic below)."""
@@ -484,7 +485,7 @@ class Hub:
                         status = statuses.get(key)
                         if status is None or (i < last and type(updates[i + 1]) in _AFTER_DELTA):
                             status = self._status_after(updates, i, key)
-                        data = convert.book_delta_bytes(ev, seq, status)  # type: ignore[arg-type]
+                        data = delta_bytes(ev, seq, status)  # type: ignore[arg-type]
                     elif kind is BookSnapshot:
                         data = convert.book_snapshot_pb(ev, seq).SerializeToString()  # type: ignore[arg-type]
                     else:

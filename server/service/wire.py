@@ -22,6 +22,8 @@ from typing import Final
 from librt.strings import BytesWriter
 from mypy_extensions import i64, u8
 
+from server.engine.events import BookDelta
+
 COMPILED: Final = not __file__.endswith(".py")
 """True when this module runs as mypyc's extension (then faster than upb), False when interpreted."""
 
@@ -144,6 +146,13 @@ def book_delta(
     uvarint(out, len(body))
     out.write(body.getvalue())
     return out.getvalue()
+
+
+def book_delta_event(ev: BookDelta, sequence: int, status: int) -> bytes:
+    """``book_delta`` of an engine ``BookDelta`` (``first_seq`` has no wire field); ``status`` is the
+    engine's ``BookStatus``, whose numbers are the wire's. The stream hub calls this directly."""
+    venue, symbol, _first_seq, seq, bids, asks, ts_event, ts_recv = ev
+    return book_delta(venue, symbol, sequence, seq, bids, asks, status, ts_event, ts_recv)
 
 
 def trade(

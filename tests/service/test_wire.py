@@ -47,8 +47,9 @@ def test_hub_delta_path_matches_convert(venue: str, symbol: str, sequence: int, 
                                         bids: tuple[tuple[int, int], ...], asks: tuple[tuple[int, int], ...],
                                         status: BookStatus, ts_event: int, ts_recv: int) -> None:
     ev = BookDelta(venue, symbol, venue_sequence, venue_sequence, bids, asks, ts_event, ts_recv)
-    assert convert.book_delta_bytes(ev, sequence, status) == \
-        convert.book_delta_pb(ev, sequence, status).SerializeToString()
+    expected = convert.book_delta_pb(ev, sequence, status).SerializeToString()
+    assert convert.book_delta_bytes(ev, sequence, status) == expected
+    assert wire.book_delta_event(ev, sequence, status) == expected  # what the hub calls
 
 
 @given(TEXT, TEXT, TEXT, SMALL, SMALL, st.sampled_from(list(Side)), I64, I64)
