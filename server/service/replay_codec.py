@@ -30,7 +30,7 @@ from typing import Final
 from librt.strings import BytesWriter, read_i64_le
 from mypy_extensions import i64, u8
 
-from server.service.wire import uvarint, uvarint_len
+from server.service.wire import field_len, level_len, uvarint, uvarint_len, write_field, write_level, zigzag
 
 COMPILED: Final = not __file__.endswith(".py")
 """True when this module runs as mypyc's extension."""
@@ -74,17 +74,6 @@ def _length(data: bytes, pos: i64) -> tuple[i64, i64]:
             raise ValueError(f"corrupt row data: a length prefix longer than 9 bytes at byte {pos}")
 
 
-def _zigzag(v: i64) -> i64:
-    return (v << 1) ^ (v >> 63)  # as wire._zigzag: negative past 2**63, written as ten bytes
-
-
-def _field_len(value: i64) -> i64:
-    """Bytes of a varint field holding ``value`` (0 when it is the default 0, which is not written)."""
-    if value:
-        return 1 + uvarint_len(value)
-    return 0
-
-
 def _levels_len(data: bytes, at: i64, n: i64) -> i64:
     """Bytes of ``n`` (price, size) levels at ``at`` written as repeated PriceLevel (tag and length
     included)."""
@@ -92,7 +81,7 @@ def _levels_len(data: bytes, at: i64, n: i64) -> i64:
     for i in range(n):
         p = read_i64_le(data, at + 16 * i)
         s = read_i64_le(data, at + 16 * i + 8)
-        total += 2 + _field_len(_zigzag(p)) + _field_len(_zigzag(s))
+        total += level_len(zigzag(p), zigzag(s))
     return total
 
 
@@ -100,18 +89,7 @@ def _write_levels(out: BytesWriter, tag: u8, data: bytes, at: i64, n: i64) -> No
     for i in range(n):
         p = read_i64_le(data, at + 16 * i)
         s = read_i64_le(data, at + 16 * i + 8)
-        zp = _zigzag(p)  # 0 stays 0: not written
-        zs = _zigzag(s)
-        out.append(tag)
-        out.append(u8(_field_len(zp) + _field_len(zs)))  # at most 22 bytes: one length byte
-        _write_field(out, 0x08, zp)
-        _write_field(out, 0x10, zs)
-
-
-def _write_field(out: BytesWriter, tag: u8, value: i64) -> None:
-    if value:
-        out.append(tag)
-        uvarint(out, value)
+        write_level(out, tag, zigzag(p), zigzag(s))
 
 
 def _levels_status(data: bytes, bids_at: i64, bids_n: i64, asks_at: i64, asks_n: i64) -> i64:
@@ -366,38 +344,22 @@ def _book(out: BytesWriter, run: _Run) -> i64:
     if not delta:
         status = _levels_status(data, bids_at, bids_n, asks_at, asks_n)
     prefix = run.prefix
-    body = (i64(len(prefix)) + 1 + uvarint_len(seq) + _field_len(vseq) + _levels_len(data, bids_at, bids_n)
-            + _levels_len(data, asks_at, asks_n) + 2 + _field_len(ts) + _field_len(ts_recv))
+    body = (i64(len(prefix)) + 1 + uvarint_len(seq) + field_len(vseq) + _levels_len(data, bids_at, bids_n)
+            + _levels_len(data, asks_at, asks_n) + 2 + field_len(ts) + field_len(ts_recv))
     # Field tags: a delta's bids, asks, status and times are one field number later (is_snapshot is 5).
     shift: u8 = 8 if delta else 0
     _item_head(out, _BOOK, _DELTA if delta else _SNAPSHOT, body)
     out.write(prefix)
     out.append(0x18)
     uvarint(out, seq)
-    _write_field(out, 0x20, vseq)
+    write_field(out, 0x20, vseq)
     _write_levels(out, 0x2A + shift, data, bids_at, bids_n)
     _write_levels(out, 0x32 + shift, data, asks_at, asks_n)
     out.append(0x38 + shift)
     out.append(u8(status))
-    _write_field(out, 0x40 + shift, ts)
-    _write_field(out, 0x48 + shift, ts_recv)
+    write_field(out, 0x40 + shift, ts)
+    write_field(out, 0x48 + shift, ts_recv)
     return p + 8
-
-
-def _quote_level_len(price: i64, size: i64) -> i64:
-    if size:
-        return 2 + _field_len(_zigzag(price)) + _field_len(_zigzag(size))
-    return 0
-
-
-def _write_quote_level(out: BytesWriter, tag: u8, price: i64, size: i64) -> None:
-    if size:
-        zp = _zigzag(price)
-        zs = _zigzag(size)
-        out.append(tag)
-        out.append(u8(_field_len(zp) + _field_len(zs)))
-        _write_field(out, 0x08, zp)
-        _write_field(out, 0x10, zs)
 
 
 def _quote(out: BytesWriter, run: _Run) -> i64:
@@ -413,18 +375,26 @@ def _quote(out: BytesWriter, run: _Run) -> i64:
     seq = _next_sequence(run)
     crossed = bid_size != 0 and ask_size != 0 and bid_price != 0 and ask_price != 0 and bid_price >= ask_price
     prefix = run.prefix
-    body = (i64(len(prefix)) + 1 + uvarint_len(seq) + _quote_level_len(bid_price, bid_size)
-            + _quote_level_len(ask_price, ask_size) + 2 + _field_len(ts) + _field_len(ts_recv))
+    bid_len: i64 = 0  # a side of size 0 is empty
+    ask_len: i64 = 0
+    if bid_size:
+        bid_len = level_len(zigzag(bid_price), zigzag(bid_size))
+    if ask_size:
+        ask_len = level_len(zigzag(ask_price), zigzag(ask_size))
+    body = (i64(len(prefix)) + 1 + uvarint_len(seq) + bid_len + ask_len + 2 + field_len(ts)
+            + field_len(ts_recv))
     _item_head(out, _BOOK, _SNAPSHOT, body)
     out.write(prefix)
     out.append(0x18)
     uvarint(out, seq)
-    _write_quote_level(out, 0x2A, bid_price, bid_size)
-    _write_quote_level(out, 0x32, ask_price, ask_size)
+    if bid_size:
+        write_level(out, 0x2A, zigzag(bid_price), zigzag(bid_size))
+    if ask_size:
+        write_level(out, 0x32, zigzag(ask_price), zigzag(ask_size))
     out.append(0x38)
     out.append(CROSSED if crossed else CONSISTENT)
-    _write_field(out, 0x40, ts)
-    _write_field(out, 0x48, ts_recv)
+    write_field(out, 0x40, ts)
+    write_field(out, 0x48, ts_recv)
     return p + 40
 
 
@@ -440,11 +410,11 @@ def _trade(out: BytesWriter, run: _Run) -> i64:
     if side >= 0x80:  # Int8
         side -= 0x100
     ts_recv = read_i64_le(data, p + 17)
-    zp = _zigzag(price)
-    zs = _zigzag(size)
+    zp = zigzag(price)
+    zs = zigzag(size)
     prefix = run.prefix
-    body = (i64(len(prefix)) + _field_len(tid_n) + tid_n + _field_len(zp) + _field_len(zs) + _field_len(side)
-            + _field_len(ts) + _field_len(ts_recv))
+    body = (i64(len(prefix)) + field_len(tid_n) + tid_n + field_len(zp) + field_len(zs) + field_len(side)
+            + field_len(ts) + field_len(ts_recv))
     out.append(_ITEM)
     uvarint(out, 1 + uvarint_len(body) + body)
     out.append(_TRADE)
@@ -454,9 +424,9 @@ def _trade(out: BytesWriter, run: _Run) -> i64:
         out.append(0x1A)
         uvarint(out, tid_n)
         out.write(data[tid_at:tid_at + tid_n])
-    _write_field(out, 0x20, zp)
-    _write_field(out, 0x28, zs)
-    _write_field(out, 0x30, side)
-    _write_field(out, 0x38, ts)
-    _write_field(out, 0x40, ts_recv)
+    write_field(out, 0x20, zp)
+    write_field(out, 0x28, zs)
+    write_field(out, 0x30, side)
+    write_field(out, 0x38, ts)
+    write_field(out, 0x40, ts_recv)
     return p + 25

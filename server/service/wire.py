@@ -67,9 +67,14 @@ def _int64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
         uvarint(out, v)
 
 
+def zigzag(v: i64) -> i64:
+    """``sint64`` encoding: wraps in 64 bits compiled (then negative past 2**63: ten bytes), exact
+    interpreted. Zero stays zero."""
+    return (v << 1) ^ (v >> 63)
+
+
 def _zigzag(n: int, name: str) -> i64:
-    v = _int64_value(n, name)
-    return (v << 1) ^ (v >> 63)  # wraps in 64 bits compiled (then negative past 2**63), exact interpreted
+    return zigzag(_int64_value(n, name))
 
 
 def uvarint_len(n: i64) -> i64:
@@ -81,6 +86,33 @@ def uvarint_len(n: i64) -> i64:
         n >>= 7
         k += 1
     return k
+
+
+def field_len(value: i64) -> i64:
+    """Bytes of a varint field holding ``value`` (0 when it is the default 0, which is not written)."""
+    if value:
+        return 1 + uvarint_len(value)
+    return 0
+
+
+def write_field(out: BytesWriter, tag: u8, value: i64) -> None:
+    """A varint field, left out when ``value`` is 0."""
+    if value:
+        out.append(tag)
+        uvarint(out, value)
+
+
+def level_len(zp: i64, zs: i64) -> i64:
+    """Bytes of one PriceLevel item (tag and length included) of zigzagged price ``zp`` and size ``zs``."""
+    return 2 + field_len(zp) + field_len(zs)
+
+
+def write_level(out: BytesWriter, tag: u8, zp: i64, zs: i64) -> None:
+    """One PriceLevel item of zigzagged price ``zp`` and size ``zs`` (zeros left out)."""
+    out.append(tag)
+    out.append(u8(field_len(zp) + field_len(zs)))  # at most 22 bytes: one length byte
+    write_field(out, 0x08, zp)
+    write_field(out, 0x10, zs)
 
 
 def _sint64(out: BytesWriter, tag: u8, n: int, name: str) -> None:
@@ -105,17 +137,7 @@ def _string(out: BytesWriter, tag: u8, s: str) -> None:
 
 def _levels(out: BytesWriter, tag: u8, levels: tuple[tuple[int, int], ...]) -> None:
     for price, size in levels:
-        p = _zigzag(price, "price")
-        s = _zigzag(size, "size")
-        length = (1 + uvarint_len(p) if price else 0) + (1 + uvarint_len(s) if size else 0)
-        out.append(tag)
-        out.append(u8(length))  # at most 22 bytes: one length byte
-        if price:
-            out.append(0x08)
-            uvarint(out, p)
-        if size:
-            out.append(0x10)
-            uvarint(out, s)
+        write_level(out, tag, _zigzag(price, "price"), _zigzag(size, "size"))
 
 
 def book_delta(
