@@ -129,6 +129,7 @@ def test_contract_numbers() -> None:
     assert replay_codec.CONSISTENT == book_pb2.BOOK_STATUS_CONSISTENT
     assert replay_codec.CROSSED == book_pb2.BOOK_STATUS_CROSSED
     assert [k.value for k in ROW_KINDS] == ["book_snapshots", "book_deltas", "quotes", "trades"]
+    assert len(ROW_KINDS) == replay_codec.ROW_KINDS  # the codec's buffers are the store's kinds, by rank
     assert (replay_codec.SNAPSHOT, replay_codec.DELTA, replay_codec.QUOTE, replay_codec.TRADE) == (0, 1, 2, 3)
     for kind in ROW_KINDS:
         assert ROW_SELECT[kind].startswith("ts_event, symbol, venue, ")
