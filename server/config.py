@@ -43,6 +43,9 @@ class ServiceConfig:
     """Cadence of the engine's clock ticks (candle closes, staleness, pricing)."""
     ingest_queue_batches: int = 1024
     """Bound of the ingest queue between feeds and the engine, in batches (feeds wait when full)."""
+    ingest_queue_events: int = 20_000
+    """Bound of the same queue in events: a feed waits while this many are queued (a batch is still taken
+    whole when the queue is empty)."""
     max_book_depth: int = 1000
     """Largest depth a book request or subscription may ask for."""
     max_message_bytes: int = 16 * 1024 * 1024
@@ -68,8 +71,10 @@ class ServiceConfig:
             raise ConfigError(f"metrics_port must be within -1..65535, not {self.metrics_port}")
         if not self.feeds:
             raise ConfigError("at least one feed is needed (e.g. --feed sim)")
-        if self.tick_interval_ms <= 0 or self.ingest_queue_batches <= 0 or self.max_book_depth <= 0:
-            raise ConfigError("tick_interval_ms, ingest_queue_batches and max_book_depth must be > 0")
+        if (self.tick_interval_ms <= 0 or self.ingest_queue_batches <= 0 or self.ingest_queue_events <= 0
+                or self.max_book_depth <= 0):
+            raise ConfigError("tick_interval_ms, ingest_queue_batches, ingest_queue_events and max_book_depth "
+                              "must be > 0")
         if self.grace_s < 0:
             raise ConfigError("grace_s must be >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

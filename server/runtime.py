@@ -1,7 +1,9 @@
 """The running service core: feeds -> bounded ingest queue -> engine -> listeners and storage.
 
 One asyncio task owns the engine; feeds and the clock only enqueue batches, so the engine is never
-touched concurrently and gRPC handlers (same event loop) read it without locks. Storage writes run on a
+touched concurrently and gRPC handlers (same event loop) read it without locks. The ingest queue is bounded
+in batches and in events; the engine applies it in rounds of at most ``ROUND_EVENTS`` events, each followed
+by the listeners and a turn for everything else on the loop. Storage writes run on a
 thread of their own behind a bounded queue: when storage falls behind, the engine loop waits, the
 ingest queue fills and feeds wait; nothing accepted is dropped. With a ``PreparingWriter`` (the embedded
 store), the engine task itself encodes the records in steps of ``PREPARE_RECORDS`` once the streams had
@@ -75,6 +77,11 @@ the streams had their turn. Encoding on the storage thread instead would make th
 GIL whenever that thread runs Python, and on a busy box the hand-over of the GIL costs milliseconds."""
 PREPARE_WAIT_S = 0.05
 """Records wait at most about this long (plus a round) before they are encoded, however few they are."""
+ROUND_EVENTS = 2048
+"""The engine applies at most this many events per round before the listeners, the streams and storage
+have their turn; a larger batch is applied over several rounds, in order. Short rounds keep latency even
+when a feed delivers in bursts (or catches up), and keep the collector's young generation small: every
+update of a round is alive until its round ends, and a young collection visits each of them."""
 
 
 def _try_prepare(writer: PreparingWriter, records: list[object]) -> Prepared | None:
@@ -287,6 +294,7 @@ class Runtime:
 
     def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
                  tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
+                 ingest_queue_events: int = 20_000,
                  clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = (),
                  dead_letters: DeadLetterRecorder | None = None) -> None:
         self.engine = engine
@@ -295,6 +303,13 @@ class Runtime:
         self._clock = clock
         self._tick_interval_s = tick_interval_s
         self._queue: asyncio.Queue[list[Event] | _Barrier] = asyncio.Queue(maxsize=ingest_queue_batches)
+        if ingest_queue_events < 1:
+            raise ValueError("ingest_queue_events must be >= 1")
+        self._max_queued_events = ingest_queue_events
+        self._queued_events = 0
+        """Events in the queue, or taken from it and not applied yet (the rest of a cut batch)."""
+        self._room = asyncio.Event()
+        """Set when queued events fell below ``_max_queued_events``: waiting feeds check again."""
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRecorder()
         """Every feed's dead letters (kept in memory; stored when there is storage)."""
         self.dead_letters.attach(feeds)
@@ -322,9 +337,14 @@ class Runtime:
     # -- the sink feeds write to ----------------------------------------------------------------
 
     async def put(self, batch: list[Event], /) -> None:
-        """EventSink: enqueue a batch for the engine (waits while the queue is full). Nothing accepted is
-        dropped; ``barrier`` tells when it is applied and stored."""
+        """EventSink: enqueue a batch for the engine (waits while the queue is full: ``ingest_queue_batches``
+        batches, or ``ingest_queue_events`` events unless it is empty). Nothing accepted is dropped;
+        ``barrier`` tells when it is applied and stored."""
         if batch:
+            while self._queued_events and self._queued_events + len(batch) > self._max_queued_events:
+                self._room.clear()
+                await self._room.wait()
+            self._queued_events += len(batch)
             await self._queue.put(batch)
 
     async def barrier(self) -> None:
@@ -391,35 +411,51 @@ class Runtime:
         interval = self._tick_interval_s
         while True:
             await asyncio.sleep(interval)
+            self._queued_events += 1
             await self._queue.put([ClockTick(self._clock())])
 
     async def _engine_loop(self) -> None:
         q = self._queue
         apply = self.engine.apply_batch if self.router is None else self._apply_routed
+        limit = ROUND_EVENTS
+        rest: list[Event] = []  # the part of a large batch this round left for the next; it goes first
+        owed = 0  # 1 while the queue item ``rest`` came from is not finished (``task_done``)
         while True:
-            batch = await q.get()
+            if rest:
+                batch: list[Event] | _Barrier = rest
+                rest = []
+                done, owed = owed, 0  # queue items this round finishes
+            else:
+                batch = await q.get()
+                done = 1
             out: list[object] = []
-            taken = 1
             barrier: _Barrier | None = None
+            applied = 0
             try:
-                applied = 0
                 if isinstance(batch, _Barrier):
                     barrier = batch
                 else:
-                    apply(batch, out)
-                    applied = len(batch)
-                    # Take what else is ready now: fewer, larger update batches downstream.
-                    while taken < 64 and not q.empty():
+                    # Rounds of at most ROUND_EVENTS events: take what else is ready now (fewer, larger
+                    # update batches downstream), and cut a batch that would pass the bound.
+                    while True:
+                        room = limit - applied
+                        if len(batch) > room:
+                            rest = batch[room:]
+                            batch = batch[:room]
+                            done -= 1  # its last part finishes it
+                            owed = 1
+                        applied += len(batch)  # counted before: a failed batch leaves the bound too
+                        apply(batch, out)
+                        if rest or applied >= limit or q.empty():
+                            break
                         nxt = q.get_nowait()
-                        taken += 1
+                        done += 1
                         if isinstance(nxt, _Barrier):
                             barrier = nxt  # it ends this round: it must follow what came before it
                             break
                         batch = nxt
-                        apply(batch, out)
-                        applied += len(batch)
                 self.events_applied += applied
-                self.batches_applied += taken
+                self.batches_applied += done
                 if applied:
                     last = batch[-1]  # type: ignore[index]  # a list when anything was applied
                     recv = getattr(last, "ts_recv", None)
@@ -448,10 +484,15 @@ class Runtime:
                         barrier.release()
             except Exception as exc:
                 log.exception("engine failed on a batch; it was skipped")
+                applied += len(rest)
+                rest = []
+                done += owed
+                owed = 0
                 if barrier is not None:
                     barrier.release(exc)
             finally:
-                for _ in range(taken):
+                self._release(applied)
+                for _ in range(done):
                     q.task_done()
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
@@ -461,6 +502,12 @@ class Runtime:
             if unprepared and (len(unprepared) >= PREPARE_RECORDS
                                or time.monotonic() - self._unprepared_since >= PREPARE_WAIT_S):
                 await self._submit_unprepared()
+
+    def _release(self, applied: int) -> None:
+        """``applied`` events left the ingest queue's bound: wake the feeds waiting for room."""
+        self._queued_events = max(0, self._queued_events - applied)
+        if self._queued_events < self._max_queued_events:
+            self._room.set()
 
     async def _submit_unprepared(self) -> None:
         """Encode the records waiting for storage and hand them to the storage thread as one piece."""

@@ -107,7 +107,8 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     store = open_store(config) if with_storage else None
     await restore_state(engine, store, feeds)
     runtime = Runtime(engine, feeds, storage=store, tick_interval_s=config.tick_interval_ms / 1000,
-                      ingest_queue_batches=config.ingest_queue_batches, sources=policies)
+                      ingest_queue_batches=config.ingest_queue_batches,
+                      ingest_queue_events=config.ingest_queue_events, sources=policies)
     hub = Hub(engine)
     runtime.listeners.append(hub.on_updates)
     metrics = MetricsUpdater(runtime, hub=hub)

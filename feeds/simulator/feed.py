@@ -10,7 +10,9 @@ that batch was accepted by the sink.
 
 If the sink holds the feed back (backpressure) for longer than ``max_lag_seconds``, the backlog beyond
 that is skipped rather than delivered in one huge burst (the market is synthetic; nothing is lost that a
-consumer could miss). Cancelling ``run`` is safe at any await: the model is only advanced for batches
+consumer could miss). A backlog within that bound goes out in batches of about ``max_batch_events``, each
+generated when the sink takes the one before: one long step would hold the event loop for its whole
+length. Cancelling ``run`` is safe at any await: the model is only advanced for batches
 that are handed to the sink.
 """
 
@@ -31,7 +33,8 @@ class SimulatorFeed:
     """The simulator as a ``feeds.protocols.Feed``."""
 
     def __init__(self, config: SimulatorConfig | None = None, *, name: str = "simulator",
-                 tick_seconds: float | None = None, max_lag_seconds: float = 1.0) -> None:
+                 tick_seconds: float | None = None, max_lag_seconds: float = 1.0,
+                 max_batch_events: int = 1000) -> None:
         self.config = config if config is not None else SimulatorConfig()
         if tick_seconds is None:
             tick_seconds = self.config.tick_ns / _NS_PER_S
@@ -39,10 +42,13 @@ class SimulatorFeed:
             raise ValueError("tick_seconds must be within (0, 1]")
         if max_lag_seconds < tick_seconds:
             raise ValueError("max_lag_seconds must be >= tick_seconds")
+        if max_batch_events < 1:
+            raise ValueError("max_batch_events must be >= 1")
         self.name = name
         self.model = MarketSimulator(self.config)
         self.tick_seconds = tick_seconds
         self.max_lag_seconds = max_lag_seconds
+        self.max_batch_events = max_batch_events
         self.batches = 0
         self.events = 0
         self.skipped = 0
@@ -63,6 +69,7 @@ class SimulatorFeed:
         model = self.model
         start = loop.time()
         max_lag = int(self.max_lag_seconds * rate)
+        max_batch = self.max_batch_events
         last_ns = 0
 
         def now_ns() -> int:
@@ -92,6 +99,7 @@ class SimulatorFeed:
                 due = max_lag
             if due <= 0:
                 continue
+            due = min(due, max_batch)  # the rest is still due at the next turn
             batch = model.step(now_ns(), due)
             done += due
             await self._deliver(sink, batch)

@@ -44,7 +44,7 @@ class StreamLimits:
 
     max_symbols: int = 1000
     max_pending: int = 20_000
-    max_items_per_message: int = 1000
+    max_items_per_message: int = 4000
     book_snapshot_every_s: float = 30.0
 
 

@@ -376,11 +376,47 @@ def test_feed_delivers_batches_at_the_rate_and_stops_on_cancel() -> None:
     assert len(sink.batches) == delivered  # nothing runs after the cancel
 
 
+class _SlowSink(_ListSink):
+    """Holds the feed back: the first paced batch is taken only after ``hold_s``."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+
+    async def put(self, batch: list[Event], /) -> None:
+        if len(self.batches) == 1:
+            await asyncio.sleep(self.hold_s)
+        self.batches.append(batch)
+
+
+def test_a_held_back_feed_catches_up_in_bounded_batches() -> None:
+    """A backlog (here 0.2 s at 50,000 events/s, within max_lag_seconds) goes out in batches of at most
+    max_batch_events, none of it skipped: one long step would hold the event loop for its whole length."""
+    feed = SimulatorFeed(SimulatorConfig(seed=1, events_per_second=50_000), max_batch_events=300)
+    sink = _SlowSink(hold_s=0.2)
+
+    async def main() -> None:
+        task = asyncio.create_task(feed.run(sink))
+        await asyncio.sleep(0.4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    paced = sink.batches[1:]
+    # The backlog was cut at the bound (a step may add the few events that belong with its last one).
+    assert 300 <= max(len(b) for b in paced) <= 310
+    assert sum(1 for b in paced if len(b) >= 300) >= 5
+    assert feed.skipped == 0
+
+
 def test_feed_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="tick_seconds"):
         SimulatorFeed(tick_seconds=0)
     with pytest.raises(ValueError, match="max_lag_seconds"):
         SimulatorFeed(tick_seconds=0.1, max_lag_seconds=0.01)
+    with pytest.raises(ValueError, match="max_batch_events"):
+        SimulatorFeed(max_batch_events=0)
 
 
 # -- configuration ------------------------------------------------------------------------------------

@@ -249,3 +249,50 @@ def test_a_preparing_writer_gets_records_in_steps_of_prepare_records(monkeypatch
     step = runtime_module.PREPARE_RECORDS
     assert len(writer.written) == 1500
     assert len(sizes) >= 2 and all(n >= step for n in sizes[:-1])  # the last one: what the barrier wrote
+
+
+def test_a_large_batch_is_applied_in_rounds_of_round_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds hold at most ROUND_EVENTS events: a batch above that is cut, its parts applied in order in
+    rounds of their own (listeners called per round), and a barrier behind it waits for its last part."""
+    monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 64)
+    rounds: list[list[str]] = []
+
+    async def run() -> int:
+        runtime = Runtime(Engine(), [], tick_interval_s=60.0)
+        runtime.listeners.append(lambda out: rounds.append([t.trade_id for t in out if isinstance(t, Trade)]))
+        await runtime.put(_trades(0, 150))  # queued before the engine starts: one batch of 150
+        await runtime.put(_trades(150, 10))
+        await runtime.start()
+        try:
+            await runtime.barrier()
+            return runtime.events_applied
+        finally:
+            await runtime.stop(1.0)
+
+    assert asyncio.run(run()) == 160
+    assert [len(r) for r in rounds] == [64, 64, 32]  # the last part of the cut batch takes the next one along
+    assert [int(i) for r in rounds for i in r] == list(range(160))
+
+
+def test_feeds_wait_while_the_queue_holds_ingest_queue_events() -> None:
+    """The ingest queue is bounded in events too: a put that would pass the bound waits until the engine
+    applied enough; a batch larger than the bound is still taken whole when the queue is empty."""
+
+    async def run() -> tuple[bool, bool, int]:
+        runtime = Runtime(Engine(), [], tick_interval_s=60.0, ingest_queue_events=100)
+        await runtime.put(_trades(0, 250))  # empty queue: taken whole
+        blocked = asyncio.create_task(runtime.put(_trades(250, 1)))
+        await asyncio.sleep(0.05)
+        waited = not blocked.done()
+        await runtime.start()  # the engine applies the first batch: room again
+        try:
+            await asyncio.wait_for(blocked, 5.0)
+            await runtime.barrier()
+            return waited, blocked.done(), runtime.events_applied
+        finally:
+            await runtime.stop(1.0)
+
+    waited, put, applied = asyncio.run(run())
+    assert waited and put and applied == 251
+    with pytest.raises(ValueError, match="ingest_queue_events"):
+        Runtime(Engine(), [], ingest_queue_events=0)
