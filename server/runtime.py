@@ -431,6 +431,7 @@ class Runtime:
             out: list[object] = []
             barrier: _Barrier | None = None
             applied = 0
+            applying = False  # True while the engine applies: a failure there skips the rest of its batch
             try:
                 if isinstance(batch, _Barrier):
                     barrier = batch
@@ -445,7 +446,9 @@ class Runtime:
                             done -= 1  # its last part finishes it
                             owed = 1
                         applied += len(batch)  # counted before: a failed batch leaves the bound too
+                        applying = True
                         apply(batch, out)
+                        applying = False
                         if rest or applied >= limit or q.empty():
                             break
                         nxt = q.get_nowait()
@@ -483,11 +486,15 @@ class Runtime:
                     else:
                         barrier.release()
             except Exception as exc:
-                log.exception("engine failed on a batch; it was skipped")
-                applied += len(rest)
-                rest = []
-                done += owed
-                owed = 0
+                if applying:  # the rest of that batch is skipped with it
+                    log.exception("engine failed on a batch; it was skipped")
+                    applied += len(rest)
+                    rest = []
+                    done += owed
+                    owed = 0
+                else:
+                    log.exception("a listener or storage failed on an engine round; its updates were not all "
+                                  "passed on")
                 if barrier is not None:
                     barrier.release(exc)
             finally:

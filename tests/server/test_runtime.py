@@ -296,3 +296,29 @@ def test_feeds_wait_while_the_queue_holds_ingest_queue_events() -> None:
     assert waited and put and applied == 251
     with pytest.raises(ValueError, match="ingest_queue_events"):
         Runtime(Engine(), [], ingest_queue_events=0)
+
+
+def test_a_failing_listener_does_not_cost_the_rest_of_a_cut_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a failure of the engine itself skips the rest of its batch: when a listener fails on a round,
+    the later parts of a cut batch are still applied."""
+    monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 64)
+    calls = [0]
+
+    def failing_once(out: list[object]) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("listener bug")
+
+    async def run() -> int:
+        runtime = Runtime(Engine(), [], tick_interval_s=60.0)
+        runtime.listeners.append(failing_once)
+        await runtime.put(_trades(0, 150))
+        await runtime.start()
+        try:
+            await runtime.barrier()
+            return runtime.events_applied
+        finally:
+            await runtime.stop(1.0)
+
+    assert asyncio.run(run()) == 150
+    assert calls[0] == 3
