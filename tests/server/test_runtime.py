@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -20,6 +21,23 @@ S = 1_000_000_000
 
 def _trades(start: int, n: int) -> list[Event]:
     return [Trade("v", "S", str(i), 100 * S, S, Side.BUY, T0 + i, T0 + i) for i in range(start, start + n)]
+
+
+def _applied(runtime: Runtime, *batches: list[Event]) -> int:
+    """Queue ``batches`` before the engine starts (its first rounds see them together), start it, wait
+    for all of them, stop; returns the events applied."""
+
+    async def run() -> int:
+        for batch in batches:
+            await runtime.put(batch)
+        await runtime.start()
+        try:
+            await runtime.barrier()
+            return runtime.events_applied
+        finally:
+            await runtime.stop(1.0)
+
+    return asyncio.run(run())
 
 
 def test_barrier_returns_once_everything_before_it_is_applied_and_stored(tmp_path: Path) -> None:
@@ -256,20 +274,10 @@ def test_a_large_batch_is_applied_in_rounds_of_round_events_in_order(monkeypatch
     rounds of their own (listeners called per round), and a barrier behind it waits for its last part."""
     monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 64)
     rounds: list[list[str]] = []
+    runtime = Runtime(Engine(), [], tick_interval_s=60.0)
+    runtime.listeners.append(lambda out: rounds.append([t.trade_id for t in out if isinstance(t, Trade)]))
 
-    async def run() -> int:
-        runtime = Runtime(Engine(), [], tick_interval_s=60.0)
-        runtime.listeners.append(lambda out: rounds.append([t.trade_id for t in out if isinstance(t, Trade)]))
-        await runtime.put(_trades(0, 150))  # queued before the engine starts: one batch of 150
-        await runtime.put(_trades(150, 10))
-        await runtime.start()
-        try:
-            await runtime.barrier()
-            return runtime.events_applied
-        finally:
-            await runtime.stop(1.0)
-
-    assert asyncio.run(run()) == 160
+    assert _applied(runtime, _trades(0, 150), _trades(150, 10)) == 160
     assert [len(r) for r in rounds] == [64, 64, 32]  # the last part of the cut batch takes the next one along
     assert [int(i) for r in rounds for i in r] == list(range(160))
 
@@ -309,16 +317,47 @@ def test_a_failing_listener_does_not_cost_the_rest_of_a_cut_batch(monkeypatch: p
         if calls[0] == 1:
             raise RuntimeError("listener bug")
 
+    runtime = Runtime(Engine(), [], tick_interval_s=60.0)
+    runtime.listeners.append(failing_once)
+
+    assert _applied(runtime, _trades(0, 150)) == 150
+    assert calls[0] == 3
+
+
+class _FailingEngine:
+    """An engine that fails on the trade "bad" (the runtime needs only these two calls without sources)."""
+
+    def __init__(self) -> None:
+        self.engine = Engine()
+
+    def apply_batch(self, events: list[Event], out: list[object]) -> None:
+        if any(isinstance(e, Trade) and e.trade_id == "bad" for e in events):
+            raise ValueError("engine bug")
+        self.engine.apply_batch(events, out)
+
+    def take_status_changes(self) -> list[object]:
+        return []
+
+
+def test_an_engine_failure_skips_the_rest_of_its_cut_batch_and_frees_its_room(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure inside the engine skips the failing part of a cut batch and the parts after it, as a
+    failure skipped the whole batch before batches were cut; those events leave the ingest bound, so the
+    feeds are not held back by events that will never be applied."""
+    monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 64)
+    batch = _trades(0, 150)
+    batch[70] = Trade("v", "S", "bad", 100 * S, S, Side.BUY, T0 + 70, T0 + 70)
+    runtime = Runtime(cast(Engine, _FailingEngine()), [], tick_interval_s=60.0, ingest_queue_events=200)
+
     async def run() -> int:
-        runtime = Runtime(Engine(), [], tick_interval_s=60.0)
-        runtime.listeners.append(failing_once)
-        await runtime.put(_trades(0, 150))
+        await runtime.put(batch)
         await runtime.start()
         try:
+            await runtime.barrier()
+            await asyncio.wait_for(runtime.put(_trades(150, 200)), 2.0)  # the whole bound is free again
             await runtime.barrier()
             return runtime.events_applied
         finally:
             await runtime.stop(1.0)
 
-    assert asyncio.run(run()) == 150
-    assert calls[0] == 3
+    assert asyncio.run(run()) == 64 + 200
