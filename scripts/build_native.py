@@ -19,10 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "server" / "engine"
 EXTRA = [ROOT / "feeds" / "simulator" / "model.py", ROOT / "server" / "service" / "wire.py",
-         ROOT / "server" / "service" / "replay_codec.py", ROOT / "server" / "storage" / "rowbinary.py"]
-"""Other hot, pure modules compiled in the same group: the simulator generates 100k+ events/s; the stream
-hub writes its book deltas and trades through wire.py, a max-speed replay its items through
-replay_codec.py, and storage its hot tables through rowbinary.py."""
+         ROOT / "server" / "service" / "fanout.py", ROOT / "server" / "service" / "replay_codec.py",
+         ROOT / "server" / "storage" / "rowbinary.py"]
+"""Other hot modules compiled in the same group: the simulator generates 100k+ events/s; the stream hub
+(fanout.py) dispatches every engine update and writes its book deltas and trades through wire.py, a
+max-speed replay its items through replay_codec.py, and storage its hot tables through rowbinary.py."""
 GROUP = "server.engine._native"
 """mypyc's shared runtime library becomes server/engine/_native__mypyc*.so (not a top-level module)."""
 
@@ -68,8 +69,8 @@ def main() -> int:
         print("engine: compiled modules removed; it runs interpreted")
         return 0
     build()
-    print(f"engine: {len(compiled_modules())} compiled modules (engine, simulator model, wire, replay and RowBinary "
-          "encoders)")
+    print(f"engine: {len(compiled_modules())} compiled modules (engine, simulator model, stream hub, wire, replay "
+          "and RowBinary encoders)")
     return 0
 
 

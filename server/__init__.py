@@ -1,7 +1,8 @@
 """mds server: the state engine, the gRPC service and the CLI.
 
-On import, checks that no mypyc-compiled module (the engine, the simulator's model, the wire, replay and
-RowBinary encoders; scripts/build_native.py) is older than its source: a stale build would silently run old code.
+On import, checks that no mypyc-compiled module (the engine, the simulator's model, the stream hub, the wire,
+replay and RowBinary encoders; scripts/build_native.py) is older than its source: a stale build would
+silently run old code.
 """
 
 from __future__ import annotations

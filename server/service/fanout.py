@@ -90,17 +90,12 @@ class HubClosedError(Exception):
 
 Part = tuple[bytes, int, "tuple[str, str] | None"]
 """Framed items of one topic from one engine batch: (joined frames, item count, book key or None)."""
-PART_ITEMS = 500
-"""At most this many items in one part; a topic's share of a large batch is cut into several."""
+PART_ITEMS: Final = 500
+"""At most this many items in one part (``wire.frame_parts``); a topic's share of a large batch is cut
+into several."""
 
 
-def _parts(frames: list[bytes], book_key: tuple[str, str] | None) -> list[Part]:
-    """Framed items of one topic joined in parts of at most ``PART_ITEMS``."""
-    return [(b"".join(frames[i:i + PART_ITEMS]), len(frames[i:i + PART_ITEMS]), book_key)
-            for i in range(0, len(frames), PART_ITEMS)]
-
-
-ENTRY_ITEMS = 1000
+ENTRY_ITEMS: Final = 1000
 """At most this many items in one log entry (a single part may be larger only if PART_ITEMS is)."""
 
 
@@ -571,7 +566,7 @@ class Hub:
         per_group: dict[_Group, list[Part]] = {}
         stream_parts: dict[Topic, list[Part]] = {}
         update_parts: dict[Topic, list[Part]] = {}
-        update_item, batch_item = convert.update_item, convert.batch_item
+        frame_parts = wire.frame_parts
         for topic, payloads in books.items():
             groups = subs.get(topic)
             if not groups:
@@ -581,9 +576,8 @@ class Hub:
                 cache = update_parts if group.multiplexed else stream_parts
                 parts = cache.get(topic)
                 if parts is None:
-                    frames = ([update_item(BOOK, p) for p in payloads] if group.multiplexed
-                              else list(map(batch_item, payloads)))
-                    parts = cache[topic] = _parts(frames, book_key)
+                    parts = cache[topic] = frame_parts(payloads, BOOK if group.multiplexed else 0, PART_ITEMS,
+                                                       book_key)
                 per_group.setdefault(group, []).extend(parts)
         for topic, encs in batched.items():
             groups = subs.get(topic)
@@ -593,8 +587,9 @@ class Hub:
                 cache = update_parts if group.multiplexed else stream_parts
                 parts = cache.get(topic)
                 if parts is None:
-                    frames = [e.update() for e in encs] if group.multiplexed else [e.stream() for e in encs]
-                    parts = cache[topic] = _parts(frames, None)
+                    # One channel per topic: its items share one MarketDataUpdate field.
+                    parts = cache[topic] = frame_parts([e.inner for e in encs],
+                                                       encs[0].field if group.multiplexed else 0, PART_ITEMS, None)
                 per_group.setdefault(group, []).extend(parts)
         for group, parts in per_group.items():
             group.append(parts)

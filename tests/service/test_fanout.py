@@ -30,14 +30,24 @@ def _apply(engine: Engine, hub: Hub, *events: object) -> None:
     hub.on_updates(out)
 
 
-def test_trades_are_encoded_once_and_shared() -> None:
+def test_trades_are_encoded_once_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     engine, hub, _ = _engine_with_book()
-    a, b = Subscriber(), Subscriber()
+    a, b, c = Subscriber(), Subscriber(), Subscriber()
     hub.subscribe(a, [("trades", "S", "")])
     hub.subscribe(b, [("trades", "S", "v")])
+    hub.subscribe(c, [("trades", "S", "")])
+    encoded: list[Trade] = []
+    trade_bytes = convert.trade_bytes
+
+    def counting(t: Trade) -> bytes:
+        encoded.append(t)
+        return trade_bytes(t)
+
+    monkeypatch.setattr(convert, "trade_bytes", counting)
     _apply(engine, hub, Trade("v", "S", "1", 100, 1, Side.BUY, 2, 2))
-    assert a.group is not None and b.group is not None and a.group is not b.group
-    assert a.group.log[-1].parts[0][0] is b.group.log[-1].parts[0][0]  # the same bytes object
+    assert len(encoded) == 1  # one serialization for both topics
+    assert a.group is not None and b.group is not None and a.group is not b.group and c.group is a.group
+    assert a.group.log[-1].parts[0][0] == b.group.log[-1].parts[0][0]  # each topic frames the same bytes
     message = pb.StreamTradesResponse.FromString(asyncio.run(a.next_message()))
     assert message.sequence == 1 and message.trades[0].trade_id == "1"
 

@@ -78,3 +78,43 @@ def test_out_of_range_header_fields_raise(name: str, value: int) -> None:
     args[name] = value
     with pytest.raises(ValueError, match=name):
         wire.book_delta("v", "s", args["sequence"], args["venue_sequence"], (), (), 1, args["ts_event_ns"], 0)
+
+
+EDGES = [0, 1, -1, (1 << 62) - 1, 1 << 62, -(1 << 62) + 1, -(1 << 62), -(1 << 62) - 1,
+         (1 << 63) - 1, -(1 << 63)]
+"""Around the compiled fast path's bound (a tagged machine word, |n| < 2**62) and the field's own."""
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_numbers_at_the_fast_path_bounds_match_protobuf(value: int) -> None:
+    unsigned = abs(value)
+    expected = book_pb2.BookUpdate(delta=book_pb2.BookDelta(
+        venue="v", symbol="s", sequence=unsigned, venue_sequence=unsigned,
+        bids=[book_pb2.PriceLevel(price=value, size=value)], ts_event_ns=value,
+        ts_recv_ns=value)).SerializeToString()
+    assert wire.book_delta("v", "s", unsigned, unsigned, ((value, value),), (), 0, value, value) == expected
+
+
+PAYLOADS = st.lists(st.binary(max_size=300), max_size=40)
+
+
+@given(PAYLOADS, st.sampled_from([1, 4, 11, 15]), st.integers(1, 50))
+def test_frame_parts_joins_what_update_item_frames(payloads: list[bytes], field: int, part_items: int) -> None:
+    parts = wire.frame_parts(payloads, field, part_items, ("v", "s"))
+    assert b"".join(p[0] for p in parts) == b"".join(convert.update_item(field, p) for p in payloads)
+    assert [p[1] for p in parts] == [min(part_items, len(payloads) - i) for i in range(0, len(payloads), part_items)]
+    assert all(p[2] == ("v", "s") for p in parts)
+
+
+@given(PAYLOADS, st.integers(1, 50))
+def test_frame_parts_field_zero_joins_what_batch_item_frames(payloads: list[bytes], part_items: int) -> None:
+    parts = wire.frame_parts(payloads, 0, part_items, None)
+    assert b"".join(p[0] for p in parts) == b"".join(map(convert.batch_item, payloads))
+    assert sum(p[1] for p in parts) == len(payloads) and all(p[2] is None for p in parts)
+
+
+def test_frame_parts_refuses_what_it_cannot_frame() -> None:
+    with pytest.raises(ValueError, match="field"):
+        wire.frame_parts([b"x"], 16, 10, None)
+    with pytest.raises(ValueError, match="part_items"):
+        wire.frame_parts([b"x"], 1, 0, None)
