@@ -503,8 +503,9 @@ class MarketSimulator:
             book.needs_snapshot = True
             self.stats.gaps += 1
         book.seq = seq
-        out.append(BookDelta(book.venue_name, book.symbol, seq, seq, tuple(bc), tuple(ac),
-                             now_ns - book.venue.latency, now_ns))
+        # tuple.__new__ skips the NamedTuple's generated __new__, a Python frame (one delta per event).
+        out.append(tuple.__new__(BookDelta, (book.venue_name, book.symbol, seq, seq, tuple(bc), tuple(ac),
+                                             now_ns - book.venue.latency, now_ns)))
         self.stats.deltas += 1
 
     def _snapshot(self, book: _Book, t: float, now_ns: int, out: list[Event]) -> None:
@@ -574,8 +575,8 @@ class MarketSimulator:
     def _print(self, book: _Book, price: int, size: int, side: Side, now_ns: int, out: list[Event],
                duplicable: bool = True) -> None:
         venue = book.venue
-        trade = Trade(book.venue_name, book.symbol, str(venue.next_trade_id), price, size, side,
-                      now_ns - venue.latency, now_ns)
+        trade = tuple.__new__(Trade, (book.venue_name, book.symbol, str(venue.next_trade_id), price, size, side,
+                                      now_ns - venue.latency, now_ns))  # as in _delta
         venue.next_trade_id += 1
         book.trades += 1
         out.append(trade)

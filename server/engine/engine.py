@@ -452,8 +452,9 @@ class Engine:
         st.ask_price, st.ask_size, st.ask_venue = ap, as_, av
         st.excluded = ex
         both = bool(bp and ap)
-        nbbo = Nbbo(symbol, bp, bs, bv, ap, as_, av, both and bp == ap, both and bp > ap, ex,
-                    ts_event, ts_recv)
+        # tuple.__new__ skips the NamedTuple's generated __new__, a Python frame (about 0.2 us here).
+        nbbo = tuple.__new__(Nbbo, (symbol, bp, bs, bv, ap, as_, av, both and bp == ap, both and bp > ap, ex,
+                                    ts_event, ts_recv))
         self._nbbo[symbol] = nbbo
         out.append(nbbo)
         if symbol in self._alert_symbols and bp and ap:
