@@ -134,7 +134,7 @@ class _StorageThread:
     barrier_gap_s = 0.1
     """Least time between the starts of two writes forced by barriers."""
 
-    def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 50_000,
+    def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 200_000,
                  flush_interval_s: float = 1.0, drain: Callable[[], Sequence[object]] | None = None) -> None:
         self.writer = writer
         self.drain = drain
