@@ -31,8 +31,9 @@ _U64_MAX: Final = (1 << 64) - 1
 _I64_MIN: Final = -(1 << 63)
 _I64_MAX: Final = (1 << 63) - 1
 _SHORT_MAX: Final = (1 << 62) - 1
-"""Compiled, an int within +-_SHORT_MAX is a tagged machine word: comparing it with a constant that is
-one too is a plain comparison, while a bound beyond it (like _I64_MIN) takes a slow big-int path."""
+"""Compiled, an int within +-_SHORT_MAX is held as a tagged machine word, and comparing it with a constant
+that also fits one is a plain machine comparison; a bound beyond it (like _I64_MIN) takes the slow
+big-integer path. Numbers within it skip the full range checks."""
 
 
 def uvarint(out: BytesWriter, n: i64) -> None:
