@@ -135,7 +135,7 @@ class _StorageThread:
     """Least time between the starts of two writes forced by barriers."""
 
     def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 200_000,
-                 flush_interval_s: float = 1.0, drain: Callable[[], Sequence[object]] | None = None) -> None:
+                 flush_interval_s: float = 5.0, drain: Callable[[], Sequence[object]] | None = None) -> None:
         self.writer = writer
         self.drain = drain
         """Records queued outside ``queue`` (dead letters), taken on every turn of the thread."""
@@ -294,7 +294,7 @@ class Runtime:
 
     def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
                  tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
-                 ingest_queue_events: int = 20_000,
+                 ingest_queue_events: int = 20_000, storage_flush_s: float = 5.0,
                  clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = (),
                  dead_letters: DeadLetterRecorder | None = None) -> None:
         self.engine = engine
@@ -313,7 +313,8 @@ class Runtime:
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRecorder()
         """Every feed's dead letters (kept in memory; stored when there is storage)."""
         self.dead_letters.attach(feeds)
-        self._storage = _StorageThread(storage, drain=self.dead_letters.drain) if storage is not None else None
+        self._storage = (_StorageThread(storage, flush_interval_s=storage_flush_s, drain=self.dead_letters.drain)
+                         if storage is not None else None)
         self._preparing = storage if isinstance(storage, PreparingWriter) else None
         self._unprepared: list[object] = []
         """Records for a ``PreparingWriter`` not encoded yet (the engine task encodes them in steps)."""
@@ -395,6 +396,8 @@ class Runtime:
     async def _run_feed(self, feed: Feed) -> None:
         try:
             await feed.run(self)
+            if self._storage is not None:
+                await self.barrier()  # a finished feed's data (a replayed file) is in storage at once
             log.info("feed %s finished", feed.name)
         except asyncio.CancelledError:
             raise

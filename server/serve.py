@@ -108,7 +108,8 @@ async def start(config: ServiceConfig, *, with_storage: bool = True) -> tuple[Se
     await restore_state(engine, store, feeds)
     runtime = Runtime(engine, feeds, storage=store, tick_interval_s=config.tick_interval_ms / 1000,
                       ingest_queue_batches=config.ingest_queue_batches,
-                      ingest_queue_events=config.ingest_queue_events, sources=policies)
+                      ingest_queue_events=config.ingest_queue_events,
+                      storage_flush_s=config.storage_flush_ms / 1000, sources=policies)
     hub = Hub(engine)
     runtime.listeners.append(hub.on_updates)
     metrics = MetricsUpdater(runtime, hub=hub)

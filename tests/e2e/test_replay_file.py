@@ -37,7 +37,7 @@ def test_replayed_trades_give_binance_klines(tmp_path: Path) -> None:
             time.sleep(0.2)
         else:
             raise AssertionError("the replay did not finish")
-        time.sleep(1.0)  # the storage writer flushes every 250 ms
+        time.sleep(1.0)  # the feed's end forces a storage write: let it finish
         listed = svc.md.ListInstruments(pb.ListInstrumentsRequest()).instruments
         assert "XRP/ETH" in {i.symbol for i in listed}  # a replayed symbol is listed without reference data
         request = pb.GetCandlesRequest(symbol="XRP/ETH", venue="binance", interval=candle_pb2.CANDLE_INTERVAL_M1,

@@ -15,6 +15,13 @@ def test_defaults_match_the_readme() -> None:
         "127.0.0.1", 50051, 9100, 8080)
     assert config.feeds == ("sim",)
     assert config.grpc_front is False
+    assert config.storage_flush_ms == 5000
+
+
+def test_storage_flush_from_env_and_refused_when_not_positive() -> None:
+    assert load_config(env={"MDS_STORAGE_FLUSH_MS": "1000"}).storage_flush_ms == 1000
+    with pytest.raises(ConfigError, match="storage_flush_ms must be > 0"):
+        load_config(env={"MDS_STORAGE_FLUSH_MS": "0"})
 
 
 def test_grpc_front_from_file_env_and_flag(tmp_path: Path) -> None:

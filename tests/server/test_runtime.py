@@ -171,6 +171,44 @@ def test_barriers_force_at_most_one_write_per_gap() -> None:
     assert writes < 50
 
 
+class _FiniteFeed:
+    """A feed that delivers a few batches and ends, as a file replay does."""
+
+    name = "finite"
+    warm = True
+
+    async def run(self, sink: Runtime) -> None:
+        for k in range(5):
+            await sink.put(_trades(k * 10, 10))
+
+
+def test_records_wait_for_storage_flush_s_and_a_finished_feed_forces_a_write() -> None:
+    """Storage writes what waited ``storage_flush_s`` (fewer ClickHouse parts); a feed that ends (a replayed
+    file) forces a write at once, so its history can be queried without waiting for the interval."""
+    async def run() -> tuple[int, int, int]:
+        idle, ended = _CountingWriter(), _CountingWriter()
+        quiet = Runtime(Engine(), [], storage=idle, tick_interval_s=60.0, storage_flush_s=60.0)
+        finite = Runtime(Engine(), [_FiniteFeed()], storage=ended,  # type: ignore[list-item]
+                         tick_interval_s=60.0, storage_flush_s=60.0)
+        await quiet.start()
+        await finite.start()
+        try:
+            for k in range(5):
+                await quiet.put(_trades(k * 10, 10))
+            deadline = time.monotonic() + 10
+            while not ended.writes and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            applied = quiet.events_applied
+            return idle.writes, ended.writes, applied
+        finally:
+            await quiet.stop(1.0)
+            await finite.stop(1.0)
+
+    idle_writes, ended_writes, applied = asyncio.run(run())
+    assert applied == 50 and idle_writes == 0  # applied, and still waiting for the interval
+    assert ended_writes >= 1
+
+
 class _PreparingWriter:
     """A ``PreparingWriter``: encodes each engine round as it arrives; a round holding trade id "bad"
     cannot be encoded (a value its column cannot hold)."""
