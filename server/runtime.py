@@ -396,9 +396,12 @@ class Runtime:
     async def _run_feed(self, feed: Feed) -> None:
         try:
             await feed.run(self)
-            if self._storage is not None:
-                await self.barrier()  # a finished feed's data (a replayed file) is in storage at once
             log.info("feed %s finished", feed.name)
+            if self._storage is not None:
+                try:  # a finished feed's data (a replayed file) is in storage at once
+                    await self.barrier()
+                except StorageFailedError as exc:
+                    log.error("feed %s finished, but storage could not write all of its data: %s", feed.name, exc)
         except asyncio.CancelledError:
             raise
         except StorageFailedError as exc:

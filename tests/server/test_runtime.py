@@ -209,6 +209,25 @@ def test_records_wait_for_storage_flush_s_and_a_finished_feed_forces_a_write() -
     assert ended_writes >= 1
 
 
+def test_a_finished_feed_whose_write_fails_is_logged_and_the_service_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Only an at-least-once feed stops the service on a failed write; a replayed file's is logged."""
+    async def run() -> bool:
+        runtime = Runtime(Engine(), [_FiniteFeed()], storage=_FailingWriter(),  # type: ignore[list-item]
+                          tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "could not write" not in caplog.text and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return runtime.failed.is_set()
+        finally:
+            await runtime.stop(1.0)
+
+    assert asyncio.run(run()) is False
+    assert "feed finite finished, but storage could not write all of its data" in caplog.text
+
+
 class _PreparingWriter:
     """A ``PreparingWriter``: encodes each engine round as it arrives; a round holding trade id "bad"
     cannot be encoded (a value its column cannot hold)."""
