@@ -52,8 +52,8 @@ class ServiceConfig:
     """Largest gRPC message the server sends or receives."""
     storage_flush_ms: int = 5000
     """Storage writes what waited this long (or 200,000 records, whichever comes first) in one bulk insert per
-    table (MDS_STORAGE_FLUSH_MS). Each insert costs ClickHouse a new part (about a dozen files, ~10-25 ms of
-    CPU whatever its size), so fewer inserts leave more CPU to the streams. A graceful stop writes
+    table (MDS_STORAGE_FLUSH_MS). Each insert costs ClickHouse a new part (about a dozen files) at a CPU cost
+    that hardly depends on its size, so fewer inserts leave more CPU to the streams. A graceful stop writes
     everything, and an at-least-once feed's barrier forces a write; a crash loses up to this much of the
     other feeds' data."""
     grace_s: float = 5.0
