@@ -54,8 +54,8 @@ class ServiceConfig:
     """Storage writes what waited this long (or 200,000 records, whichever comes first) in one bulk insert per
     table (MDS_STORAGE_FLUSH_MS). Each insert costs ClickHouse a new part (about a dozen files) at a CPU cost
     that hardly depends on its size, so fewer inserts leave more CPU to the streams. A graceful stop writes
-    everything, and an at-least-once feed's barrier forces a write; a crash loses up to this much of the
-    other feeds' data."""
+    everything, and an at-least-once feed's barrier and a feed that ends (a replayed file) force a write; a
+    crash loses up to this much of the other feeds' data."""
     grace_s: float = 5.0
     """Graceful-stop grace: streams drain and storage flushes within this many seconds."""
     log_level: str = "INFO"

@@ -77,6 +77,9 @@ the streams had their turn. Encoding on the storage thread instead would make th
 GIL whenever that thread runs Python, and on a busy box the hand-over of the GIL costs milliseconds."""
 PREPARE_WAIT_S = 0.05
 """Records wait at most about this long (plus a round) before they are encoded, however few they are."""
+STORAGE_FLUSH_S = 5.0
+"""Storage writes what waited this long (``ServiceConfig.storage_flush_ms``): each ClickHouse insert makes a
+part whose cost hardly depends on its size (BENCHMARKS.md, twelfth round)."""
 ROUND_EVENTS = 2048
 """The engine applies at most this many events per round before the listeners, the streams and storage
 have their turn; a larger batch is applied over several rounds, in order. Short rounds keep latency even
@@ -135,7 +138,8 @@ class _StorageThread:
     """Least time between the starts of two writes forced by barriers."""
 
     def __init__(self, writer: BatchWriter, max_batches: int = 256, max_records: int = 200_000,
-                 flush_interval_s: float = 5.0, drain: Callable[[], Sequence[object]] | None = None) -> None:
+                 flush_interval_s: float = STORAGE_FLUSH_S,
+                 drain: Callable[[], Sequence[object]] | None = None) -> None:
         self.writer = writer
         self.drain = drain
         """Records queued outside ``queue`` (dead letters), taken on every turn of the thread."""
@@ -294,7 +298,7 @@ class Runtime:
 
     def __init__(self, engine: Engine, feeds: list[Feed], *, storage: BatchWriter | None = None,
                  tick_interval_s: float = 0.1, ingest_queue_batches: int = 1024,
-                 ingest_queue_events: int = 20_000, storage_flush_s: float = 5.0,
+                 ingest_queue_events: int = 20_000, storage_flush_s: float = STORAGE_FLUSH_S,
                  clock: Callable[[], int] = time.time_ns, sources: Sequence[SourcePolicy] = (),
                  dead_letters: DeadLetterRecorder | None = None) -> None:
         self.engine = engine

@@ -209,6 +209,23 @@ def test_records_wait_for_storage_flush_s_and_a_finished_feed_forces_a_write() -
     assert ended_writes >= 1
 
 
+def test_storage_flush_s_sets_when_waiting_records_are_written() -> None:
+    async def run() -> int:
+        writer = _CountingWriter()
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0, storage_flush_s=0.05)
+        await runtime.start()
+        try:
+            await runtime.put(_trades(0, 10))
+            deadline = time.monotonic() + 2  # well within the 5 s default: the 0.05 s interval must be used
+            while not writer.writes and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            return writer.writes
+        finally:
+            await runtime.stop(1.0)
+
+    assert asyncio.run(run()) >= 1  # no barrier, no stop: the interval alone wrote them
+
+
 def test_a_finished_feed_whose_write_fails_is_logged_and_the_service_goes_on(
         caplog: pytest.LogCaptureFixture) -> None:
     """Only an at-least-once feed stops the service on a failed write; a replayed file's is logged."""
