@@ -23,6 +23,8 @@ INDEX_STALENESS_MS = Gauge("md_index_price_source_staleness_ms", "Age of each in
                            ["index", "venue", "symbol"])
 EVENTS_APPLIED = Gauge("md_events_applied_total", "Events applied by the engine")
 INGEST_QUEUE = Gauge("md_ingest_queue_batches", "Batches waiting in the ingest queue")
+STORAGE_BACKLOG = Gauge("md_storage_unencoded_records",
+                        "Records waiting to be encoded for storage (they wait while the engine is behind)")
 DUPLICATES = Gauge("md_duplicate_trades_total", "Duplicate trades dropped")
 BOOK_HASH_MISMATCHES = Gauge("md_book_hash_mismatch_total",
                              "Venue book hashes that disagreed with the book (it then resyncs), per symbol", ["symbol"])
@@ -72,6 +74,7 @@ class MetricsUpdater:
         INGEST_LAG_MS.labels("engine").set(self.runtime.last_batch_lag_ns / 1e6)
         EVENTS_APPLIED.set(self.runtime.events_applied)
         INGEST_QUEUE.set(self.runtime.queue_depth)
+        STORAGE_BACKLOG.set(self.runtime.storage_backlog)
         DUPLICATES.set(engine.counters.duplicate_trades)
         if self.hub is not None:
             subscribers, queued, conflated, dropped = self.hub.stats()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import queue
 import threading
@@ -72,14 +73,27 @@ class PreparingWriter(Protocol):
 
 
 PREPARE_RECORDS = 256
-"""With a ``PreparingWriter``, the engine task encodes records for storage this many at a time, right after
-the streams had their turn. Encoding on the storage thread instead would make the event loop wait for the
-GIL whenever that thread runs Python, and on a busy box the hand-over of the GIL costs milliseconds."""
+"""With a ``PreparingWriter``, the engine task encodes records for storage once this many wait (up to
+``PREPARE_STEP`` at a time), right after the streams had their turn. Encoding on the storage thread
+instead would make the event loop wait for the GIL whenever that thread runs Python, and on a busy box
+the hand-over of the GIL costs milliseconds."""
 PREPARE_WAIT_S = 0.05
-"""Records wait at most about this long (plus a round) before they are encoded, however few they are."""
+"""Once the engine has caught up, records wait at most about this long (plus a round) before they are encoded,
+however few they are."""
 STORAGE_FLUSH_S = 5.0
 """Storage writes what waited this long (``ServiceConfig.storage_flush_ms``): each ClickHouse insert makes a
 part whose cost hardly depends on its size (BENCHMARKS.md, twelfth round)."""
+PREPARE_STEP = 4096
+"""The engine task encodes at most this many waiting records after a round (a few milliseconds' work), so
+encoding a backlog never holds the loop for long."""
+PREPARE_BACKLOG = 100_000
+"""While the ingest queue holds events (the engine is behind), the engine task does not encode for storage:
+live updates go first, and the records wait, until the queue is empty or this many are waiting (then the
+oldest go, down to ``PREPARE_BACKLOG - PREPARE_STEP``). Encoding is about a sixth of the loop's work per
+event, so when the box's speed dips the streams keep up and storage catches up afterwards (BENCHMARKS.md,
+thirteenth round). A graceful stop, a barrier and a finished feed still write everything."""
+GC_OBJECTS_PER_RECORD = 8
+"""Objects the collector tracks per waiting record, at most: an update, its level tuples and so on."""
 ROUND_EVENTS = 2048
 """The engine applies at most this many events per round before the listeners, the streams and storage
 have their turn; a larger batch is applied over several rounds, in order. Short rounds keep latency even
@@ -323,6 +337,8 @@ class Runtime:
         self._unprepared: list[object] = []
         """Records for a ``PreparingWriter`` not encoded yet (the engine task encodes them in steps)."""
         self._unprepared_since = 0.0
+        self._gc_threshold: tuple[int, int, int] | None = None
+        """The collector's thresholds before records waited (see ``_young_threshold_for_backlog``)."""
         if self._storage is not None:
             self.dead_letters.persist(self._storage.wake)
         self._feed_tasks: list[asyncio.Task[None]] = []
@@ -367,6 +383,11 @@ class Runtime:
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def storage_backlog(self) -> int:
+        """Records accepted by the engine that wait to be encoded for storage (see ``PREPARE_BACKLOG``)."""
+        return len(self._unprepared)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -514,11 +535,37 @@ class Runtime:
             # Queue.get() does not suspend while batches are waiting: give the gRPC handlers a turn after
             # every round, so a busy feed can never starve the service.
             await asyncio.sleep(0)
-            # Encode for storage after the streams had their turn, in steps of PREPARE_RECORDS.
-            unprepared = self._unprepared
-            if unprepared and (len(unprepared) >= PREPARE_RECORDS
-                               or time.monotonic() - self._unprepared_since >= PREPARE_WAIT_S):
-                await self._submit_unprepared()
+            # Encode for storage after the streams had their turn: once the engine caught up (at least
+            # PREPARE_RECORDS, in steps of at most PREPARE_STEP while no events wait), or the oldest
+            # beyond PREPARE_BACKLOG.
+            while self._unprepared:
+                waiting = len(self._unprepared)
+                if waiting >= PREPARE_BACKLOG:
+                    await self._submit_unprepared(waiting - PREPARE_BACKLOG + PREPARE_STEP)
+                elif q.empty() and (waiting >= PREPARE_RECORDS
+                                    or time.monotonic() - self._unprepared_since >= PREPARE_WAIT_S):
+                    await self._submit_unprepared(PREPARE_STEP)
+                else:
+                    break
+                if self._unprepared:
+                    await asyncio.sleep(0)  # the streams and feeds get a turn between steps of a backlog
+            self._young_threshold_for_backlog()
+
+    def _young_threshold_for_backlog(self) -> None:
+        """Raise the collector's young-generation threshold by ``GC_OBJECTS_PER_RECORD`` per record waiting
+        to be encoded, and lower it back as they go. Those records are acyclic and refcounting frees them
+        once encoded; counted as young objects they would start a collection every few thousand records,
+        and each walked some 60,000 live objects for 16-28 ms (a throwaway ``gc.callbacks`` probe at
+        100,000 events/s)."""
+        waiting = len(self._unprepared)
+        if self._gc_threshold is None:
+            if not waiting:
+                return
+            self._gc_threshold = gc.get_threshold()
+        young, middle, old = self._gc_threshold
+        gc.set_threshold(young + GC_OBJECTS_PER_RECORD * waiting, middle, old)
+        if not waiting:
+            self._gc_threshold = None  # read again next time: serve may set its own after start
 
     def _release(self, applied: int) -> None:
         """``applied`` events left the ingest queue's bound: wake the feeds waiting for room."""
@@ -526,12 +573,17 @@ class Runtime:
         if self._queued_events < self._max_queued_events:
             self._room.set()
 
-    async def _submit_unprepared(self) -> None:
-        """Encode the records waiting for storage and hand them to the storage thread as one piece."""
+    async def _submit_unprepared(self, limit: int | None = None) -> None:
+        """Encode the records waiting for storage (the oldest ``limit`` of them, or all) and hand them to the
+        storage thread as one piece."""
         records = self._unprepared
         if not records or self._storage is None or self._preparing is None:
             return
-        self._unprepared = []
+        if limit is not None and len(records) > limit:
+            self._unprepared = records[limit:]
+            records = records[:limit]
+        else:
+            self._unprepared = []
         piece = _try_prepare(self._preparing, records)
         if piece is None:
             self._storage.encode_failures += 1  # the next barrier fails

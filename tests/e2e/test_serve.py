@@ -171,6 +171,7 @@ def test_prometheus_metrics(service: Service) -> None:
     for name in ("md_ingest_lag_ms", "md_seq_gap_total", "md_ws_clients", "md_snapshot_latency_ms",
                  "md_ohlcv_candles_closed_total", "md_index_price_source_staleness_ms", "md_stream_subscribers",
                  "md_stream_queued_updates", "md_rpc_total", "md_events_applied_total", "md_feed_up",
+                 "md_storage_unencoded_records",
                  "md_feed_last_event_age_ms", "md_feed_events_total", "md_feed_dead_letters_total"):
         assert name in text, name
     assert samples['md_feed_up{feed="simulator"}'] == 1

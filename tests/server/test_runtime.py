@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import cast
@@ -341,6 +342,74 @@ def test_a_preparing_writer_gets_records_in_steps_of_prepare_records(monkeypatch
     step = runtime_module.PREPARE_RECORDS
     assert len(writer.written) == 1500
     assert len(sizes) >= 2 and all(n >= step for n in sizes[:-1])  # the last one: what the barrier wrote
+
+
+def _deferred_run(monkeypatch: pytest.MonkeyPatch, backlog: int) -> tuple[list[int], list[int], list[int]]:
+    """Ten batches of ten trades queued before the engine starts, applied in rounds of ten; returns the
+    events applied when each prepare began, the records each prepare got and the storage backlog each round
+    began with; checks that every trade was written, in order."""
+    monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 10)
+    monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 1)
+    monkeypatch.setattr(runtime_module, "PREPARE_STEP", 10)
+    monkeypatch.setattr(runtime_module, "PREPARE_BACKLOG", backlog)
+    writer = _PreparingWriter()
+    runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+    applied_at: list[int] = []
+    sizes: list[int] = []
+    backlogs: list[int] = []
+    prepare = writer.prepare
+
+    def recording(records: list[object]) -> _PreparingWriter.Piece:
+        applied_at.append(runtime.events_applied)
+        sizes.append(len(records))
+        return prepare(records)
+
+    writer.prepare = recording  # type: ignore[method-assign]
+    young = gc.get_threshold()[0]
+    raised: list[int] = []
+
+    def listener(out: list[object]) -> None:
+        backlogs.append(runtime.storage_backlog)
+        raised.append(gc.get_threshold()[0] - young)
+
+    runtime.listeners.append(listener)
+
+    async def run() -> None:
+        for k in range(10):
+            await runtime.put(_trades(k * 10, 10))
+        await runtime.start()
+        try:  # no barrier: it would encode everything at once
+            deadline = time.monotonic() + 5.0
+            while (runtime.events_applied < 100 or runtime.storage_backlog) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert runtime.events_applied == 100 and runtime.storage_backlog == 0
+        finally:
+            await runtime.stop(1.0)
+
+    asyncio.run(run())
+    assert [int(t.trade_id) for t in writer.written if isinstance(t, Trade)] == list(range(100))
+    # the collector's young threshold follows the waiting records (no collections over them), then returns
+    assert raised == [runtime_module.GC_OBJECTS_PER_RECORD * n for n in backlogs]
+    assert gc.get_threshold()[0] == young
+    return applied_at, sizes, backlogs
+
+
+def test_records_wait_to_be_encoded_while_the_engine_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the ingest queue holds events, the engine task applies them and leaves storage encoding for
+    later: the first prepare comes once the queue is empty, and the backlog is encoded in steps of
+    PREPARE_STEP without waiting for another event."""
+    applied_at, sizes, backlogs = _deferred_run(monkeypatch, backlog=10_000)
+    assert applied_at[0] == 100
+    assert sizes == [10] * 10
+    assert backlogs == [10 * k for k in range(10)]  # waiting as each round's listeners ran
+
+
+def test_records_waiting_for_encoding_are_bounded_by_prepare_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond PREPARE_BACKLOG waiting records, the oldest are encoded even while the engine is behind,
+    down to PREPARE_BACKLOG - PREPARE_STEP."""
+    applied_at, _, backlogs = _deferred_run(monkeypatch, backlog=30)
+    assert applied_at[0] == 30
+    assert backlogs == [0, 10, 20, 20, 20, 20, 20, 20, 20, 20]
 
 
 def test_a_large_batch_is_applied_in_rounds_of_round_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
