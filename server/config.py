@@ -55,7 +55,8 @@ class ServiceConfig:
     table (MDS_STORAGE_FLUSH_MS). Each insert costs ClickHouse a new part (about a dozen files) at a CPU cost
     that hardly depends on its size, so fewer inserts leave more CPU to the streams. A graceful stop writes
     everything, and an at-least-once feed's barrier and a feed that ends (a replayed file) force a write; a
-    crash loses up to this much of the other feeds' data."""
+    crash loses up to this much of the other feeds' data, plus what waited to be encoded while the engine was
+    behind (``server.runtime.PREPARE_BACKLOG``)."""
     grace_s: float = 5.0
     """Graceful-stop grace: streams drain and storage flushes within this many seconds."""
     log_level: str = "INFO"
