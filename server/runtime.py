@@ -416,6 +416,7 @@ class Runtime:
                 await self._engine_task
         if self._storage is not None:
             await self._submit_unprepared()
+            self._young_threshold_for_backlog()  # nothing waits now: the collector's threshold is set back
             await self._storage.stop()
 
     async def _run_feed(self, feed: Feed) -> None:

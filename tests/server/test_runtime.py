@@ -412,6 +412,32 @@ def test_records_waiting_for_encoding_are_bounded_by_prepare_backlog(monkeypatch
     assert backlogs == [0, 10, 20, 20, 20, 20, 20, 20, 20, 20]
 
 
+def test_stop_encodes_and_writes_the_waiting_records_and_sets_the_collector_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 10**9)  # nothing is encoded before the stop
+    monkeypatch.setattr(runtime_module, "PREPARE_WAIT_S", 60.0)
+    writer = _PreparingWriter()
+    young = gc.get_threshold()[0]
+    raised: list[int] = []
+
+    async def run() -> None:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            await runtime.put(_trades(0, 50))
+            deadline = time.monotonic() + 5.0
+            while runtime.storage_backlog < 50 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            raised.append(gc.get_threshold()[0] - young)
+        finally:
+            await runtime.stop(1.0)
+
+    asyncio.run(run())
+    assert raised == [runtime_module.GC_OBJECTS_PER_RECORD * 50]
+    assert [int(t.trade_id) for t in writer.written if isinstance(t, Trade)] == list(range(50))
+    assert gc.get_threshold()[0] == young
+
+
 def test_a_large_batch_is_applied_in_rounds_of_round_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rounds hold at most ROUND_EVENTS events: a batch above that is cut, its parts applied in order in
     rounds of their own (listeners called per round), and a barrier behind it waits for its last part."""
