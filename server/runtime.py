@@ -6,9 +6,9 @@ in batches and in events; the engine applies it in rounds of at most ``ROUND_EVE
 by the listeners and a turn for everything else on the loop. Storage writes run on a
 thread of their own behind a bounded queue: when storage falls behind, the engine loop waits, the
 ingest queue fills and feeds wait; nothing accepted is dropped. With a ``PreparingWriter`` (the embedded
-store), the engine task itself encodes the records in steps of ``PREPARE_RECORDS`` once the streams had
-their turn, and the thread only inserts: Python work on that thread would make the event loop wait for
-the GIL.
+store), the engine task itself encodes the records once the streams had their turn and it has caught up
+with its feeds (``PREPARE_RECORDS``, ``PREPARE_STEP``, ``PREPARE_BACKLOG``), and the thread only inserts:
+Python work on that thread would make the event loop wait for the GIL.
 
 With source policies (``server.engine.sources``), each applied batch's updates go through the
 ``SourceRouter``, and the composite-venue events it derives are applied right after, in the same round;

@@ -414,6 +414,7 @@ def test_records_waiting_for_encoding_are_bounded_by_prepare_backlog(monkeypatch
 
 def test_stop_encodes_and_writes_the_waiting_records_and_sets_the_collector_back(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records still waiting at a stop are encoded and written, and the collector's threshold is set back."""
     monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 10**9)  # nothing is encoded before the stop
     monkeypatch.setattr(runtime_module, "PREPARE_WAIT_S", 60.0)
     writer = _PreparingWriter()
