@@ -339,6 +339,8 @@ class Runtime:
         self._unprepared_since = 0.0
         self._gc_threshold: tuple[int, int, int] | None = None
         """The collector's thresholds before records waited (see ``_young_threshold_for_backlog``)."""
+        self._gc_applied: tuple[int, int, int] = (0, 0, 0)
+        """The thresholds this runtime set last (others were set by someone else)."""
         if self._storage is not None:
             self.dead_letters.persist(self._storage.wake)
         self._feed_tasks: list[asyncio.Task[None]] = []
@@ -557,16 +559,19 @@ class Runtime:
         to be encoded, and lower it back as they go. Those records are acyclic and refcounting frees them
         once encoded; counted as young objects they would start a collection every few thousand records,
         and each walked some 60,000 live objects for 16-28 ms (a throwaway ``gc.callbacks`` probe at
-        100,000 events/s)."""
+        100,000 events/s). Thresholds someone else sets meanwhile (``mds serve`` sets its own once it has
+        started) become the ones raised, and stay once nothing waits."""
         waiting = len(self._unprepared)
-        if self._gc_threshold is None:
-            if not waiting:
-                return
-            self._gc_threshold = gc.get_threshold()
+        if self._gc_threshold is None and not waiting:
+            return
+        current = gc.get_threshold()
+        if self._gc_threshold is None or current != self._gc_applied:
+            self._gc_threshold = current
         young, middle, old = self._gc_threshold
-        gc.set_threshold(young + GC_OBJECTS_PER_RECORD * waiting, middle, old)
+        self._gc_applied = (young + GC_OBJECTS_PER_RECORD * waiting, middle, old)
+        gc.set_threshold(*self._gc_applied)
         if not waiting:
-            self._gc_threshold = None  # read again next time: serve may set its own after start
+            self._gc_threshold = None
 
     def _release(self, applied: int) -> None:
         """``applied`` events left the ingest queue's bound: wake the feeds waiting for room."""

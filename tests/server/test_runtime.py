@@ -439,6 +439,41 @@ def test_stop_encodes_and_writes_the_waiting_records_and_sets_the_collector_back
     assert gc.get_threshold()[0] == young
 
 
+def test_thresholds_set_by_someone_else_while_records_wait_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mds serve`` sets the collector's thresholds after the runtime started, perhaps while records wait:
+    those become the ones the runtime raises, and they stay once the records are written."""
+    monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 10**9)  # nothing is encoded before the stop
+    monkeypatch.setattr(runtime_module, "PREPARE_WAIT_S", 60.0)
+    writer = _PreparingWriter()
+    before = gc.get_threshold()
+    theirs = (before[0] + 12_345, before[1] + 1, before[2] + 1)
+    seen: list[tuple[int, int, int]] = []
+
+    async def run() -> None:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        await runtime.start()
+        try:
+            for n in (10, 20):
+                await runtime.put(_trades(n - 10, 10))
+                deadline = time.monotonic() + 5.0
+                while runtime.storage_backlog < n and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                if n == 10:
+                    gc.set_threshold(*theirs)  # as serve does once started
+            seen.append(gc.get_threshold())
+        finally:
+            await runtime.stop(1.0)
+        seen.append(gc.get_threshold())
+
+    try:
+        asyncio.run(run())
+    finally:
+        gc.set_threshold(*before)
+    per = runtime_module.GC_OBJECTS_PER_RECORD
+    assert seen == [(theirs[0] + per * 20, theirs[1], theirs[2]), theirs]
+    assert len(writer.written) == 20
+
+
 def test_a_large_batch_is_applied_in_rounds_of_round_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rounds hold at most ROUND_EVENTS events: a batch above that is cut, its parts applied in order in
     rounds of their own (listeners called per round), and a barrier behind it waits for its last part."""
