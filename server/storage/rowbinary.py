@@ -27,6 +27,10 @@ COMPILED: Final = not __file__.endswith(".py")
 
 _I64_MIN: Final = -(1 << 63)
 _I64_MAX: Final = (1 << 63) - 1
+_SHORT_MAX: Final = (1 << 62) - 1
+"""Compiled, an int within +-_SHORT_MAX is a tagged machine word and compares with a constant that fits
+one as a machine comparison; _I64_MIN and _I64_MAX take the big-integer path. Numbers within it skip
+the full range check (as in ``server.service.wire``)."""
 
 TradeRow = tuple[str, str, str, int, int, int, int, int]
 BookDeltaRow = tuple[str, str, int, int, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], int, int]
@@ -48,6 +52,9 @@ def _string(out: BytesWriter, s: str) -> None:
 
 
 def _int64(out: BytesWriter, n: int, column: str) -> None:
+    if -_SHORT_MAX <= n <= _SHORT_MAX:
+        write_i64_le(out, i64(n))
+        return
     if n < _I64_MIN or n > _I64_MAX:
         raise ValueError(f"{column} does not fit Int64: {n}")
     write_i64_le(out, i64(n))

@@ -3,6 +3,7 @@ tables it writes; a number that does not fit its column is refused, naming the c
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,14 @@ def test_clickhouse_reads_the_rows_back_as_the_records(
 def test_a_number_beyond_int64_is_refused_naming_its_column(column: str, record: Trade) -> None:
     with pytest.raises(ValueError, match=column):
         rowbinary.trades([record])
+
+
+@pytest.mark.parametrize("n", [0, 1, -1, (1 << 62) - 1, -(1 << 62) + 1, 1 << 62, -(1 << 62), (1 << 63) - 1,
+                               -(1 << 63)])
+def test_int64_columns_are_exact_on_both_sides_of_the_machine_word_fast_path(n: int) -> None:
+    got = rowbinary.trades([Trade("", "", "", n, n, Side.BUY, n, n)])
+    packed = struct.pack("<q", n)
+    assert got == b"\x00\x00\x00" + packed * 2 + bytes([int(Side.BUY) & 0xFF]) + packed * 2
 
 
 def test_levels_beyond_int64_are_refused() -> None:
