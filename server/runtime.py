@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,6 +67,10 @@ class Prepared(Protocol):
 class PreparingWriter(Protocol):
     """A ``BatchWriter`` that can encode records ahead of their write and write many such pieces at once:
     the runtime encodes on the engine task (see ``PREPARE_RECORDS``), and the storage thread only inserts."""
+
+    def storable(self, records: list[object]) -> list[object]:
+        """A new list of the records ``prepare`` would store, in order (only these wait to be encoded)."""
+        ...
 
     def prepare(self, records: list[object]) -> Prepared: ...
 
@@ -334,8 +339,10 @@ class Runtime:
         self._storage = (_StorageThread(storage, flush_interval_s=storage_flush_s, drain=self.dead_letters.drain)
                          if storage is not None else None)
         self._preparing = storage if isinstance(storage, PreparingWriter) else None
-        self._unprepared: list[object] = []
-        """Records for a ``PreparingWriter`` not encoded yet (the engine task encodes them in steps)."""
+        self._unprepared: deque[list[object]] = deque()
+        """Records for a ``PreparingWriter`` not encoded yet, oldest first, one list per engine round (the
+        engine task encodes them in steps; taking a step never copies what is left)."""
+        self._unprepared_count = 0
         self._unprepared_since = 0.0
         self._gc_threshold: tuple[int, int, int] | None = None
         """The collector's thresholds before records waited (see ``_young_threshold_for_backlog``)."""
@@ -389,7 +396,7 @@ class Runtime:
     @property
     def storage_backlog(self) -> int:
         """Records accepted by the engine that wait to be encoded for storage (see ``PREPARE_BACKLOG``)."""
-        return len(self._unprepared)
+        return self._unprepared_count
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -505,10 +512,14 @@ class Runtime:
                     status = self.engine.take_status_changes()
                     if self._preparing is not None:
                         if out or status:
-                            if not self._unprepared:
-                                self._unprepared_since = time.monotonic()
-                            self._unprepared += out
-                            self._unprepared += status
+                            # Only what storage keeps waits: the rest (NBBO, statuses) goes with its round.
+                            chunk = self._preparing.storable(out)
+                            chunk += status
+                            if chunk:
+                                if not self._unprepared_count:
+                                    self._unprepared_since = time.monotonic()
+                                self._unprepared.append(chunk)
+                                self._unprepared_count += len(chunk)
                     elif status:
                         await self._storage.submit([*out, *status])
                     elif out:
@@ -541,8 +552,8 @@ class Runtime:
             # Encode for storage after the streams had their turn: once the engine caught up (at least
             # PREPARE_RECORDS, in steps of at most PREPARE_STEP while no events wait), or the oldest
             # beyond PREPARE_BACKLOG.
-            while self._unprepared:
-                waiting = len(self._unprepared)
+            while self._unprepared_count:
+                waiting = self._unprepared_count
                 if waiting >= PREPARE_BACKLOG:
                     await self._submit_unprepared(waiting - PREPARE_BACKLOG + PREPARE_STEP)
                 elif q.empty() and (waiting >= PREPARE_RECORDS
@@ -550,7 +561,7 @@ class Runtime:
                     await self._submit_unprepared(PREPARE_STEP)
                 else:
                     break
-                if self._unprepared:
+                if self._unprepared_count:
                     await asyncio.sleep(0)  # the streams and feeds get a turn between steps of a backlog
             self._young_threshold_for_backlog()
 
@@ -561,7 +572,7 @@ class Runtime:
         and each walked some 60,000 live objects for 16-28 ms (a throwaway ``gc.callbacks`` probe at
         100,000 events/s). Thresholds someone else sets meanwhile (``mds serve`` sets its own once it has
         started) become the ones raised, and stay once nothing waits."""
-        waiting = len(self._unprepared)
+        waiting = self._unprepared_count
         if self._gc_threshold is None and not waiting:
             return
         current = gc.get_threshold()
@@ -582,14 +593,23 @@ class Runtime:
     async def _submit_unprepared(self, limit: int | None = None) -> None:
         """Encode the records waiting for storage (the oldest ``limit`` of them, or all) and hand them to the
         storage thread as one piece."""
-        records = self._unprepared
-        if not records or self._storage is None or self._preparing is None:
+        chunks = self._unprepared
+        if not chunks or self._storage is None or self._preparing is None:
             return
-        if limit is not None and len(records) > limit:
-            self._unprepared = records[limit:]
-            records = records[:limit]
+        if limit is None or limit >= self._unprepared_count:
+            records = [r for chunk in chunks for r in chunk] if len(chunks) > 1 else chunks[0]
+            chunks.clear()
+            self._unprepared_count = 0
         else:
-            self._unprepared = []
+            records = []
+            while len(records) < limit:
+                chunk = chunks.popleft()
+                room = limit - len(records)
+                if len(chunk) > room:
+                    chunks.appendleft(chunk[room:])
+                    chunk = chunk[:room]
+                records += chunk
+            self._unprepared_count -= len(records)
         piece = _try_prepare(self._preparing, records)
         if piece is None:
             self._storage.encode_failures += 1  # the next barrier fails

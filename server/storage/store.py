@@ -192,18 +192,19 @@ class EmbeddedStore:
         """
         return self.write_prepared([self.prepare(records)])
 
+    @staticmethod
+    def storable(records: list[object]) -> list[object]:
+        """A new list of the records ``prepare`` stores (``RECORD_KINDS``), in order."""
+        return rowbinary.of_types(records, RECORD_KINDS)
+
     def prepare(self, records: Sequence[object]) -> PreparedRecords:
         """Encode the storable records now (RowBinary pieces or Arrow record batch messages per table, each
         of at most ``ENCODE_CHUNK_ROWS`` rows), to be written later by
         ``write_prepared``. The service's engine task prepares records in steps as they come
         (``server.runtime.PREPARE_RECORDS``), so its storage thread runs almost no Python. Raises
         StorageError when a value does not fit its column."""
-        groups: dict[Kind, list[Any]] = {}
-        kinds = RECORD_KINDS
-        for rec in records:
-            kind = kinds.get(type(rec))
-            if kind is not None:
-                groups.setdefault(kind, []).append(rec)
+        groups: dict[Kind, list[Any]] = rowbinary.group_by_type(
+            records if isinstance(records, list) else list(records), RECORD_KINDS)
         prepared = PreparedRecords()
         for kind, recs in groups.items():
             spec = SPECS[kind]

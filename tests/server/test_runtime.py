@@ -12,7 +12,7 @@ import pytest
 
 from server import runtime as runtime_module
 from server.engine.engine import Engine
-from server.engine.events import Event, Side, Trade
+from server.engine.events import BookSnapshot, Event, Side, Trade
 from server.runtime import Runtime, StorageFailedError
 from server.storage import EmbeddedStore
 
@@ -262,6 +262,9 @@ class _PreparingWriter:
         self.prepared = 0
         self.written: list[object] = []
 
+    def storable(self, records: list[object]) -> list[object]:
+        return list(records)
+
     def prepare(self, records: list[object]) -> _PreparingWriter.Piece:
         if any(isinstance(r, Trade) and r.trade_id == "bad" for r in records):
             raise ValueError("price does not fit Int64")
@@ -344,13 +347,14 @@ def test_a_preparing_writer_gets_records_in_steps_of_prepare_records(monkeypatch
     assert len(sizes) >= 2 and all(n >= step for n in sizes[:-1])  # the last one: what the barrier wrote
 
 
-def _deferred_run(monkeypatch: pytest.MonkeyPatch, backlog: int) -> tuple[list[int], list[int], list[int]]:
+def _deferred_run(monkeypatch: pytest.MonkeyPatch, backlog: int,
+                  step: int = 10) -> tuple[list[int], list[int], list[int]]:
     """Ten batches of ten trades queued before the engine starts, applied in rounds of ten; returns the
     events applied when each prepare began, the records each prepare got and the storage backlog each round
     began with; checks that every trade was written, in order."""
     monkeypatch.setattr(runtime_module, "ROUND_EVENTS", 10)
     monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 1)
-    monkeypatch.setattr(runtime_module, "PREPARE_STEP", 10)
+    monkeypatch.setattr(runtime_module, "PREPARE_STEP", step)
     monkeypatch.setattr(runtime_module, "PREPARE_BACKLOG", backlog)
     writer = _PreparingWriter()
     runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
@@ -402,6 +406,51 @@ def test_records_wait_to_be_encoded_while_the_engine_is_behind(monkeypatch: pyte
     assert applied_at[0] == 100
     assert sizes == [10] * 10
     assert backlogs == [10 * k for k in range(10)]  # waiting as each round's listeners ran
+
+
+def test_steps_cut_across_engine_rounds_and_keep_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records wait as one list per round; a step of PREPARE_STEP takes the oldest across rounds,
+    splitting one where it has to, and every record is encoded once, in order (``_deferred_run``)."""
+    _, sizes, _ = _deferred_run(monkeypatch, backlog=10_000, step=7)
+    assert sizes == [7] * 14 + [2]
+
+
+def test_only_what_storage_keeps_waits_to_be_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's other updates (here the book snapshot's NBBO) are not held for storage: the backlog
+    is what the writer's ``storable`` kept, and that is what it gets to encode."""
+    monkeypatch.setattr(runtime_module, "PREPARE_RECORDS", 10**9)  # nothing is encoded before the stop
+    monkeypatch.setattr(runtime_module, "PREPARE_WAIT_S", 60.0)
+    writer = _PreparingWriter()
+    writer.storable = lambda records: [r for r in records if isinstance(r, Trade)]  # type: ignore[method-assign]
+    given: list[object] = []
+    prepare = writer.prepare
+
+    def recording(records: list[object]) -> _PreparingWriter.Piece:
+        given.extend(records)
+        return prepare(records)
+
+    writer.prepare = recording  # type: ignore[method-assign]
+    updates: list[object] = []
+    backlog: list[int] = []
+
+    async def run() -> None:
+        runtime = Runtime(Engine(), [], storage=writer, tick_interval_s=60.0)
+        runtime.listeners.append(updates.extend)
+        await runtime.start()
+        try:
+            book = BookSnapshot("v", "S", 1, ((99 * S, S),), ((101 * S, S),), T0, T0)
+            await runtime.put([book, *_trades(0, 5)])
+            deadline = time.monotonic() + 5.0
+            while runtime.events_applied < 6 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            backlog.append(runtime.storage_backlog)
+        finally:
+            await runtime.stop(1.0)
+
+    asyncio.run(run())
+    assert any(not isinstance(u, Trade) for u in updates)  # the listeners got the others
+    assert backlog == [5]
+    assert [int(cast(Trade, t).trade_id) for t in given] == list(range(5))
 
 
 def test_records_waiting_for_encoding_are_bounded_by_prepare_backlog(monkeypatch: pytest.MonkeyPatch) -> None:

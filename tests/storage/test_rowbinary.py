@@ -74,6 +74,28 @@ def test_int64_columns_are_exact_on_both_sides_of_the_machine_word_fast_path(n: 
     assert got == b"\x00\x00\x00" + packed * 2 + bytes([int(Side.BUY) & 0xFF]) + packed * 2
 
 
+OBJECTS = st.lists(st.sampled_from([1, 2, "a", "b", 1.5, None, (), b"x"]), max_size=30)
+
+
+@given(OBJECTS)
+def test_of_types_and_group_by_type_match_a_simple_model(records: list[object]) -> None:
+    types: dict[type, str] = {int: "int", str: "str", bytes: "str"}
+    assert rowbinary.of_types(records, types) == [r for r in records if type(r) in types]
+    model: dict[str, list[object]] = {}
+    for r in records:
+        if type(r) in types:
+            model.setdefault(types[type(r)], []).append(r)
+    assert rowbinary.group_by_type(records, types) == model
+
+
+def test_the_store_keeps_only_what_it_stores(store: EmbeddedStore) -> None:
+    trade = Trade("v", "s", "t", 1, 1, Side.BUY, 0, 0)
+    delta = BookDelta("v", "s", 1, 1, (), (), 0, 0)
+    records: list[object] = [trade, "not a record", delta, 7]
+    kept = store.storable(records)
+    assert kept == [trade, delta] and kept is not records
+
+
 def test_levels_beyond_int64_are_refused() -> None:
     with pytest.raises(ValueError, match="bids"):
         rowbinary.book_deltas([BookDelta("v", "s", 1, 1, ((1, 1 << 64),), (), 0, 0)])
