@@ -129,14 +129,26 @@ class _Symbol:
 
 
 class _Venue:
-    __slots__ = ("books", "extra_spread", "latency", "name", "next_trade_id")
+    __slots__ = ("books", "extra_spread", "latency", "name", "next_trade_id", "stamp_now", "ts_event", "ts_recv")
 
     def __init__(self, spec: VenueSpec, first_trade_id: int) -> None:
         self.name = spec.name
         self.latency = spec.latency_ns
+        # The event times of the last ``now_ns`` as int objects, shared by every event stamped with it:
+        # compiled, an int-typed value put into a tuple allocates a new int object each time.
+        self.stamp_now = -1
+        self.ts_event: object = 0
+        self.ts_recv: object = 0
         self.extra_spread = spec.extra_spread_ticks
         self.next_trade_id = first_trade_id
         self.books: list[_Book] = []
+
+    def stamp(self, now_ns: int) -> None:
+        """Make ``ts_event`` and ``ts_recv`` this venue's event times at ``now_ns``."""
+        if now_ns != self.stamp_now:
+            self.stamp_now = now_ns
+            self.ts_event = now_ns - self.latency
+            self.ts_recv = now_ns
 
 
 class _Book:
@@ -503,9 +515,12 @@ class MarketSimulator:
             book.needs_snapshot = True
             self.stats.gaps += 1
         book.seq = seq
+        venue = book.venue
+        venue.stamp(now_ns)
+        seq_obj: object = seq  # one int object for both fields
         # tuple.__new__ skips the NamedTuple's generated __new__, a Python frame (one delta per event).
-        out.append(tuple.__new__(BookDelta, (book.venue_name, book.symbol, seq, seq, tuple(bc), tuple(ac),
-                                             now_ns - book.venue.latency, now_ns)))
+        out.append(tuple.__new__(BookDelta, (book.venue_name, book.symbol, seq_obj, seq_obj, tuple(bc), tuple(ac),
+                                             venue.ts_event, venue.ts_recv)))
         self.stats.deltas += 1
 
     def _snapshot(self, book: _Book, t: float, now_ns: int, out: list[Event]) -> None:
@@ -575,8 +590,9 @@ class MarketSimulator:
     def _print(self, book: _Book, price: int, size: int, side: Side, now_ns: int, out: list[Event],
                duplicable: bool = True) -> None:
         venue = book.venue
+        venue.stamp(now_ns)
         trade = tuple.__new__(Trade, (book.venue_name, book.symbol, str(venue.next_trade_id), price, size, side,
-                                      now_ns - venue.latency, now_ns))  # as in _delta
+                                      venue.ts_event, venue.ts_recv))  # as in _delta
         venue.next_trade_id += 1
         book.trades += 1
         out.append(trade)

@@ -14,6 +14,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 from enum import IntEnum
 from itertools import islice
+from typing import Any, cast
 
 from server.engine.events import Level
 
@@ -121,13 +122,18 @@ class L2Book:
         Returns True when a change was at or better than the old best, so the top may have moved; the
         cached top is then refreshed (and only then: most changes are deeper in the book).
         """
+        # Prices and sizes stay the event's own int objects (Any): compiled, an int-typed local is a
+        # machine word, and storing it in a dict or list again would allocate a new int object each time.
         touched = False
         if bids:
-            book = self.bids
-            keys = self.bid_keys
+            book: dict[Any, Any] = self.bids
+            keys: list[Any] = self.bid_keys
             best = self.bid_price  # 0 when the side is empty: any price touches it
-            for price, size in bids:
-                if price >= best:
+            for level in cast("tuple[tuple[Any, Any], ...]", bids):
+                price = level[0]
+                size = level[1]
+                p: int = price
+                if p >= best:
                     touched = True
                 if size:
                     if price not in book:
@@ -139,31 +145,35 @@ class L2Book:
             book = self.asks
             keys = self.ask_keys
             best = self.ask_price
-            for price, size in asks:
-                if price <= best or not best:
+            for level in cast("tuple[tuple[Any, Any], ...]", asks):
+                price = level[0]
+                size = level[1]
+                p = price
+                if p <= best or not best:
                     touched = True
                 if size:
                     if price not in book:
-                        insort(keys, -price)
+                        insort(keys, -p)
                     book[price] = size
                 elif book.pop(price, None) is not None:
-                    del keys[bisect_left(keys, -price)]
+                    del keys[bisect_left(keys, -p)]
         if touched:
             self.refresh_top()
         return touched
 
     def refresh_top(self) -> None:
         """Recompute the cached top of book after the levels changed."""
-        keys = self.bid_keys
+        keys: list[Any] = self.bid_keys
         if keys:
-            p = keys[-1]
-            self.bid_price = p
-            self.bid_size = self.bids[p]
+            k = keys[-1]  # the stored int object: the dict lookup below allocates nothing
+            self.bid_price = k
+            self.bid_size = self.bids[k]
         else:
             self.bid_price = self.bid_size = 0
         keys = self.ask_keys
         if keys:
-            p = -keys[-1]
+            p: int = keys[-1]
+            p = -p
             self.ask_price = p
             self.ask_size = self.asks[p]
         else:
