@@ -512,7 +512,7 @@ class Runtime:
                     status = self.engine.take_status_changes()
                     if self._preparing is not None:
                         if out or status:
-                            # Only what storage keeps waits: the rest (NBBO, statuses) goes with its round.
+                            # Only what storage keeps waits: the rest (NBBO, book statuses) goes with its round.
                             chunk = self._preparing.storable(out)
                             chunk += status
                             if chunk:
